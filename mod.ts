@@ -30,3 +30,79 @@ export {
 } from "./src/gpu/tensor.ts";
 export { fillNormal, fillUniform, philox4x32, Rng } from "./src/random/philox.ts";
 export { fillNormal as fillNormalGpu, fillUniform as fillUniformGpu } from "./src/ops/random.ts";
+
+// Kernel launchers: elementwise, reductions, layers, loss, optimizer, RoPE.
+export { add, axpy, fill, mul, scale } from "./src/ops/elementwise.ts";
+export { reduceFull, rowReduce } from "./src/ops/reduce.ts";
+export { bucketTokens, encoderBackward, encoderForward, type TokenBuckets } from "./src/ops/encoder.ts";
+export { layernormBackward, layernormForward, rmsnormBackward, rmsnormForward } from "./src/ops/norm.ts";
+export { geluBackward, geluForward, swigluBackward, swigluForward } from "./src/ops/activation.ts";
+export {
+  checkTargets,
+  crossEntropy,
+  crossEntropyInPlace,
+  crossEntropyLossSum,
+  IGNORE_INDEX,
+} from "./src/ops/crossentropy.ts";
+export {
+  adamw,
+  type AdamWConfig,
+  adamwConfigSchema,
+  createAdamWStep,
+  createAdamWTable,
+  writeAdamWStep,
+} from "./src/ops/adamw.ts";
+export { ropeBackward, ropeForward, uploadRopeTables } from "./src/ops/rope.ts";
+
+// Models.
+export {
+  dims,
+  type Gpt2Config,
+  type LlamaConfig,
+  type ModelConfig,
+  modelConfigSchema,
+  type ModelDims,
+  parseModelConfig,
+} from "./src/model/config.ts";
+export { decays, type ParamEntry, parameterCount, type ParamTable, paramTable } from "./src/model/params.ts";
+export {
+  ropeFrequencies,
+  type RopeScalingConfig,
+  ropeScalingConfigSchema,
+  ropeTables,
+} from "./src/model/rope_scaling.ts";
+
+// Data: corpora, real-file loaders, bAbI/BABILong, RULER.
+export type { Tokenizer } from "./src/data/tokenizer.ts";
+export { canonicalJson, hashJson, sha256 } from "./src/data/hash.ts";
+export { corpusText, generateCorpus, haystackSentences } from "./src/data/corpus.ts";
+export { writeFileAtomic, writePg19, writeWikiText } from "./src/data/layouts.ts";
+export { DataFileError, loadBabilong, loadPg19, loadRuler, loadWikiText } from "./src/data/loaders.ts";
+export { BABI_TASK_NAMES, BABI_TASKS, type BabiSample, generateBabi } from "./src/data/babi.ts";
+export {
+  babilongOfficialCorrect,
+  babilongPrompt,
+  babilongWholeWordCorrect,
+  makeBabilongSample,
+} from "./src/data/babilong.ts";
+export {
+  aggregateRuler,
+  generateRuler,
+  loadHotpotQa,
+  loadRulerTemplates,
+  loadSquadQa,
+  RULER_TASK_NAMES,
+  RULER_TASKS,
+  type RulerSample,
+  scoreRulerTask,
+} from "./src/data/ruler.ts";
+
+// Checkpoints and tokenizers.
+export {
+  openSafetensors,
+  readSafetensors,
+  type SafeTensor,
+  writeSafetensors,
+} from "./src/model/safetensors.ts";
+export { bf16ToF32, f16ToF32, f32ToBf16, f32ToF16 } from "./src/model/dtypes.ts";
+export { byteTokenizer, loadGpt2Tokenizer, loadHfTokenizer, loadTokenizer } from "./src/data/tokenizers.ts";

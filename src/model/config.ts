@@ -5,18 +5,9 @@
  *   untied LM head unless the checkpoint says otherwise.
  */
 import { z } from "zod";
+import { ropeScalingConfigSchema } from "./rope_scaling.ts";
 
 const positiveInt = z.number().int().positive();
-
-/** RoPE scaling as the methods spec §3.4 defines it; `none` is plain RoPE. */
-export const ropeScalingSchema = z.object({
-  type: z.enum(["none", "linear", "dynamic", "yarn"]).default("none"),
-  factor: z.number().min(1).default(1),
-  /** The context length the base model was trained at (L_orig). */
-  originalMaxPositions: positiveInt.optional(),
-  betaFast: z.number().positive().default(32),
-  betaSlow: z.number().positive().default(1),
-}).strict();
 
 export const gpt2ConfigSchema = z.object({
   family: z.literal("gpt2"),
@@ -45,8 +36,8 @@ export const llamaConfigSchema = z.object({
   /** Head size D; defaults to C / H. */
   headDim: positiveInt.optional(),
   rmsEps: z.number().positive().default(1e-5),
-  ropeTheta: z.number().positive().default(10000),
-  ropeScaling: ropeScalingSchema.default({ type: "none", factor: 1, betaFast: 32, betaSlow: 1 }),
+  /** RoPE base (HF rope_theta) and scaling (methods spec §3.4). */
+  rope: ropeScalingConfigSchema.default({ type: "none", factor: 1, base: 10000, betaFast: 32, betaSlow: 1 }),
   tieEmbeddings: z.boolean().default(false),
 }).strict();
 
