@@ -106,3 +106,55 @@ export {
 } from "./src/model/safetensors.ts";
 export { bf16ToF32, f16ToF32, f32ToBf16, f32ToF16 } from "./src/model/dtypes.ts";
 export { byteTokenizer, loadGpt2Tokenizer, loadHfTokenizer, loadTokenizer } from "./src/data/tokenizers.ts";
+
+// Matmul.
+export { chooseMatmulPath, matmul, type MatmulOptions, type MatmulPath } from "./src/ops/matmul.ts";
+
+// Evaluation: perplexity protocols, position sweeps, intervals.
+export {
+  aggregatePerplexity,
+  evaluatePerplexity,
+  type LogProbScorer,
+  perplexityProtocolSchema,
+  scoreDocument,
+} from "./src/eval/perplexity.ts";
+export { generatePositionSweep, scorePositionSweep } from "./src/eval/sweeps.ts";
+export { bootstrapInterval, meanInterval, summarizeMetric, wilsonInterval } from "./src/eval/stats.ts";
+
+// Reports, regression tracking, leaderboard.
+export {
+  type Cell,
+  parseReport,
+  type Report,
+  REPORT_SCHEMA_VERSION,
+  reportHash,
+  reportSchema,
+  SchemaValidationError,
+  writeReport,
+} from "./src/harness/report_schema.ts";
+export { captureEnvironment } from "./src/harness/environment.ts";
+export { renderMarkdown } from "./src/harness/render_md.ts";
+export { renderHtml } from "./src/harness/render_html.ts";
+export { renderReportFiles } from "./src/harness/render_report.ts";
+export {
+  compareReports,
+  type CompareRules,
+  type Comparison,
+  DEFAULT_COMPARE_RULES,
+  formatComparisonMarkdown,
+  formatComparisonText,
+} from "./src/harness/compare.ts";
+export {
+  loadHistory,
+  recordHistory,
+  toBencherMetricFormat,
+  toGithubActionBenchmark,
+} from "./src/harness/history.ts";
+export {
+  buildLeaderboard,
+  IncomparableReportsError,
+  type Leaderboard,
+  leaderboardSchema,
+  parseLeaderboard,
+  writeLeaderboard,
+} from "./src/harness/leaderboard.ts";
