@@ -168,7 +168,7 @@ function sources(config: ModelConfig): Source[] {
 }
 
 /** Shape a key must have in the checkpoint, from its table tensor and its share of the rows. */
-function keyShapes(config: ModelConfig, table: ParamTable, s: Source): number[][] {
+function keyShapes(table: ParamTable, s: Source): number[][] {
   const shape = table.byName.get(s.name)!.shape;
   if (s.keys.length === 1) return [s.transpose ? [...shape].reverse() : shape];
   // Llama q, k, v: row blocks of qkv.
@@ -223,7 +223,7 @@ export async function loadHfCheckpoint(
     // GPT2LMHeadModel saves keys under "transformer."; GPT2Model without a prefix.
     const prefix = config.family === "gpt2" && shards.has("transformer.wte.weight") ? "transformer." : "";
     for (const s of sources(config)) {
-      const shapes = keyShapes(config, table, s);
+      const shapes = keyShapes(table, s);
       let at = table.byName.get(s.name)!.offset;
       for (const [i, key] of s.keys.entries()) {
         const full = prefix + key;
@@ -312,7 +312,7 @@ export async function writeHfCheckpoint(
   const prefix = config.family === "gpt2" ? "transformer." : "";
   const tensors: Record<string, { shape: number[]; data: Float32Array }> = {};
   for (const s of sources(config)) {
-    const shapes = keyShapes(config, table, s);
+    const shapes = keyShapes(table, s);
     let at = table.byName.get(s.name)!.offset;
     s.keys.forEach((key, i) => {
       const shape = shapes[i];
