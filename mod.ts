@@ -158,3 +158,11 @@ export {
   parseLeaderboard,
   writeLeaderboard,
 } from "./src/harness/leaderboard.ts";
+
+// LoRaDA's low-rank attention map (an UNVERIFIED reconstruction, methods spec §6).
+export {
+  LOWRANK_CHUNK,
+  lowrankAttentionBackward,
+  lowrankAttentionForward,
+  type LowrankAttentionShape,
+} from "./src/ops/lowrank_attention.ts";
