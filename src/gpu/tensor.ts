@@ -31,6 +31,16 @@ export function byteSize(t: Tensor): number {
 
 const storageUsage = GPUBufferUsage.STORAGE | GPUBufferUsage.COPY_SRC | GPUBufferUsage.COPY_DST;
 
+let allocated = 0;
+
+/**
+ * Bytes of every buffer created through `createTensor` and `BufferPool` since the process started
+ * (never decreased, so it bounds the peak of those buffers; kernels' own cached scratch is extra).
+ */
+export function allocatedBytes(): number {
+  return allocated;
+}
+
 /** Refuses shapes with non-integer, negative or zero dimensions, naming the tensor. */
 export function checkShape(label: string, shape: readonly number[]): void {
   if (shape.length === 0) throw new RangeError(`${label}: a shape needs at least one dimension`);
@@ -75,6 +85,7 @@ export function createTensor(
     size: align(bytes, 16),
     usage: opts.usage ?? storageUsage,
   });
+  allocated += buffer.size;
   return { buffer, offset: 0, shape: [...shape], dtype: opts.dtype ?? "f32", label };
 }
 
@@ -181,8 +192,11 @@ export class BufferPool {
     checkShape(label, shape);
     const size = sizeClass(numel(shape) * 4);
     const key = `${storageUsage}:${size}`;
-    const buffer = this.#free.get(key)?.pop() ??
-      this.gpu.device.createBuffer({ label: `pool:${size}`, size, usage: storageUsage });
+    let buffer = this.#free.get(key)?.pop();
+    if (!buffer) {
+      buffer = this.gpu.device.createBuffer({ label: `pool:${size}`, size, usage: storageUsage });
+      allocated += size;
+    }
     this.#live += size;
     return { buffer, offset: 0, shape: [...shape], dtype, label };
   }

@@ -1,0 +1,281 @@
+/**
+ * The training loop's device side: one recording holds a whole optimizer step — forward, loss,
+ * backward, global gradient norm, AdamW and the loss logged into a ring — and every step is one
+ * submit of that recording after the batch and the step's scalars are written with writeBuffer.
+ * Losses are read back every `lossReadEvery` steps without waiting, so the GPU stays busy.
+ *
+ * Determinism: every kernel reduces in a fixed order and there are no float atomics, so the same
+ * weights, batches and adapter give bitwise-identical losses, also after resuming from a checkpoint
+ * (params and both AdamW moments are saved exactly, as f32).
+ */
+import type { Gpu } from "../gpu/device.ts";
+import { Recorder } from "../gpu/recorder.ts";
+import { createTensor, readF32, readTensors, type Tensor, upload } from "../gpu/tensor.ts";
+import {
+  adamw,
+  type AdamWConfig,
+  adamwConfigSchema,
+  type AdamWTable,
+  createAdamWStep,
+  createAdamWTable,
+  writeAdamWStep,
+} from "../ops/adamw.ts";
+import { checkTargets, IGNORE_INDEX } from "../ops/crossentropy.ts";
+import { bucketTokens } from "../ops/encoder.ts";
+import { reduceFull } from "../ops/reduce.ts";
+import { storeAt } from "../ops/scalar.ts";
+import { hashJson } from "../data/hash.ts";
+import { createGraph, type Graph, type GraphOptions, recordBackward, recordForward } from "../model/model.ts";
+import { decays } from "../model/params.ts";
+import { readSafetensors, writeSafetensors } from "../model/safetensors.ts";
+import type { ModelWeights } from "../model/weights.ts";
+
+/** One batch on the host: (B, T) token ids, next-token targets and optional loss weights. */
+export interface HostBatch {
+  tokens: Uint32Array;
+  targets: Int32Array;
+  /** Per-token loss weights; default 1 for every target that is not IGNORE_INDEX. */
+  weights?: Float32Array;
+}
+
+/** How a Trainer is built. */
+export interface TrainerOptions {
+  B: number;
+  T: number;
+  optimizer: Partial<AdamWConfig> & { lr: number };
+  /** Learning rate of step t (1-based); default the optimizer's constant lr. */
+  schedule?: (step: number) => number;
+  recompute?: boolean;
+  mask?: GraphOptions["mask"];
+  /** Losses are read back in groups of this many steps (default 10). */
+  lossReadEvery?: number;
+}
+
+/**
+ * Trains every base parameter with AdamW (methods restrict the table to their own tensors).
+ * @example
+ * const trainer = await Trainer.create(gpu, weights, { B: 1, T: 512, optimizer: { lr: 3e-4 } });
+ * for (const batch of batches) await trainer.step(batch);
+ * console.log(await trainer.losses());
+ */
+export class Trainer {
+  readonly graph: Graph;
+  readonly m: Tensor;
+  readonly v: Tensor;
+  readonly table: AdamWTable;
+  readonly config: AdamWConfig;
+  #stepValues: Tensor;
+  #gradSumSq: Tensor;
+  #history: Tensor;
+  #slot: Tensor;
+  #recording: Recorder;
+  #step = 0;
+  #counts: number[] = [];
+  #read: number[] = [];
+  #pending: Promise<void>[] = [];
+  #readUpTo = 0;
+
+  private constructor(
+    readonly gpu: Gpu,
+    readonly weights: ModelWeights,
+    readonly options: TrainerOptions,
+    graph: Graph,
+  ) {
+    this.graph = graph;
+    this.config = adamwConfigSchema.parse(options.optimizer);
+    const size = weights.table.size;
+    this.m = createTensor(gpu, [size], { label: "adam.m" });
+    this.v = createTensor(gpu, [size], { label: "adam.v" });
+    upload(gpu, this.m, new Float32Array(size));
+    upload(gpu, this.v, new Float32Array(size));
+    this.table = createAdamWTable(
+      gpu,
+      weights.table.entries.map((e) => ({
+        label: e.name,
+        offset: e.offset,
+        size: e.numel,
+        weightDecay: decays(e) ? this.config.weightDecay : 0,
+      })),
+      this.config,
+    );
+    this.#stepValues = createAdamWStep(gpu);
+    this.#gradSumSq = createTensor(gpu, [1], { label: "gradSumSq" });
+    const k = options.lossReadEvery ?? 10;
+    if (!Number.isInteger(k) || k < 1) throw new RangeError(`lossReadEvery ${k} must be a positive integer`);
+    this.#history = createTensor(gpu, [k], { label: "lossHistory" });
+    this.#slot = createTensor(gpu, [1], { label: "lossSlot", dtype: "u32" });
+    this.#recording = new Recorder(gpu, "train step");
+  }
+
+  /** Builds the graph and records the step once. */
+  static async create(gpu: Gpu, weights: ModelWeights, options: TrainerOptions): Promise<Trainer> {
+    const graph = createGraph(gpu, weights, {
+      B: options.B,
+      T: options.T,
+      training: true,
+      recompute: options.recompute,
+      mask: options.mask,
+    });
+    const trainer = new Trainer(gpu, weights, options, graph);
+    await trainer.#record();
+    return trainer;
+  }
+
+  async #record(): Promise<void> {
+    const rec = this.#recording;
+    const g = this.graph;
+    // The loss is the mean over counted tokens: gradScale arrives per step through the weights, which
+    // the host pre-divides by the batch's token count (see #upload).
+    await recordForward(rec, g, { gradScale: 1 });
+    await recordBackward(rec, g);
+    if (this.config.maxGradNorm !== undefined) await reduceFull(rec, this.#gradSumSq, g.grads!, "sumsq");
+    await adamw(
+      rec,
+      this.weights.params,
+      this.m,
+      this.v,
+      g.grads!,
+      this.table,
+      this.#stepValues,
+      this.config.maxGradNorm !== undefined ? this.#gradSumSq : undefined,
+    );
+    await storeAt(rec, this.#history, g.lossSum, this.#slot);
+  }
+
+  /** Steps taken so far. */
+  get stepCount(): number {
+    return this.#step;
+  }
+
+  #upload(batch: HostBatch): number {
+    const { B, T } = this.options;
+    const N = B * T;
+    const V = this.weights.dims.V;
+    if (batch.tokens.length !== N || batch.targets.length !== N) {
+      throw new RangeError(
+        `batch: tokens (${batch.tokens.length}) and targets (${batch.targets.length}) must each hold B·T = ${N}`,
+      );
+    }
+    checkTargets("batch.targets", batch.targets, V);
+    let counted = 0;
+    for (const t of batch.targets) if (t !== IGNORE_INDEX) counted++;
+    if (counted === 0) throw new RangeError("batch: every target is IGNORE_INDEX; nothing to train on");
+    // Weights carry the 1/count of the mean loss, so the recorded loss kernel needs no per-step uniform.
+    const weights = new Float32Array(N);
+    for (let i = 0; i < N; i++) {
+      weights[i] = batch.targets[i] === IGNORE_INDEX ? 0 : (batch.weights?.[i] ?? 1) / counted;
+    }
+    const buckets = bucketTokens(batch.tokens, V);
+    const inputs = this.graph.inputs;
+    upload(this.gpu, inputs.tokens, batch.tokens);
+    upload(this.gpu, inputs.targets, batch.targets);
+    upload(this.gpu, inputs.weights, weights);
+    upload(this.gpu, inputs.bucketIds, buckets.ids);
+    upload(this.gpu, inputs.bucketStart, buckets.start);
+    upload(this.gpu, inputs.bucketPositions, buckets.positions);
+    return counted;
+  }
+
+  /** One optimizer step on `batch`: uploads it, then one submit of the recorded step. */
+  async step(batch: HostBatch): Promise<void> {
+    const counted = this.#upload(batch);
+    const t = this.#step + 1;
+    const lr = this.options.schedule?.(t) ?? this.config.lr;
+    writeAdamWStep(this.gpu, this.#stepValues, this.table, { step: t, lr });
+    upload(this.gpu, this.#slot, [this.#step]);
+    await this.#recording.submit();
+    this.#step = t;
+    this.#counts.push(counted);
+    const k = this.#history.shape[0];
+    if (this.#step - this.#readUpTo === k) this.#startRead();
+  }
+
+  // Copies the ring now (queued after the last step, before the next) and converts it when mapped.
+  #startRead(): void {
+    const from = this.#readUpTo;
+    const to = this.#step;
+    if (to === from) return;
+    const k = this.#history.shape[0];
+    this.#readUpTo = to;
+    this.#pending.push(
+      readTensors(this.gpu, [this.#history]).then(([ring]) => {
+        for (let s = from; s < to; s++) this.#read[s] = ring[s % k];
+      }),
+    );
+  }
+
+  /**
+   * Σ losses of every step so far (the per-token mean loss of step s is sums[s] / counts[s]; here
+   * returned already divided), waiting for outstanding readbacks.
+   */
+  async losses(): Promise<number[]> {
+    this.#startRead();
+    await Promise.all(this.#pending);
+    this.#pending = [];
+    return this.#read.map((sum, s) => sum / this.#counts[s]);
+  }
+
+  /** The raw f32 loss sums (for bitwise comparisons). */
+  async lossSums(): Promise<Float32Array> {
+    await this.losses();
+    return Float32Array.from(this.#read);
+  }
+
+  /**
+   * Saves params and both AdamW moments exactly (f32) with the step count, written to a temporary
+   * file and renamed.
+   */
+  async save(path: string): Promise<void> {
+    await this.losses();
+    const [params, m, v] = await readTensors(this.gpu, [this.weights.params, this.m, this.v]);
+    const meta = {
+      format: "longtune-train-state",
+      step: String(this.#step),
+      config: JSON.stringify(this.weights.config),
+      optimizer: JSON.stringify(this.config),
+      tableHash: await hashJson(this.weights.table.entries),
+      losses: JSON.stringify(this.#read),
+      counts: JSON.stringify(this.#counts),
+    };
+    const size = this.weights.table.size;
+    await writeSafetensors(path, {
+      params: { shape: [size], data: params as Float32Array },
+      "adam.m": { shape: [size], data: m as Float32Array },
+      "adam.v": { shape: [size], data: v as Float32Array },
+    }, meta);
+  }
+
+  /** Restores params, moments, the step count and the loss log from `save`'s file. */
+  async load(path: string): Promise<void> {
+    const file = await readSafetensors(path);
+    const meta = file.metadata;
+    if (meta.format !== "longtune-train-state") {
+      throw new Error(`${path}: not a longtune training checkpoint (metadata format is "${meta.format}")`);
+    }
+    const want = await hashJson(this.weights.table.entries);
+    if (meta.tableHash !== want) {
+      throw new Error(
+        `${path}: its parameter table (hash ${meta.tableHash}) differs from this model's (${want})`,
+      );
+    }
+    const size = this.weights.table.size;
+    for (const name of ["params", "adam.m", "adam.v"]) {
+      const t = file.tensors.get(name);
+      if (!t || t.dtype !== "F32" || t.shape.length !== 1 || t.shape[0] !== size) {
+        throw new Error(`${path}: tensor "${name}" must be F32 of shape [${size}]`);
+      }
+    }
+    upload(this.gpu, this.weights.params, file.tensors.get("params")!.data as Float32Array);
+    upload(this.gpu, this.m, file.tensors.get("adam.m")!.data as Float32Array);
+    upload(this.gpu, this.v, file.tensors.get("adam.v")!.data as Float32Array);
+    this.#step = Number(meta.step);
+    this.#read = JSON.parse(meta.losses);
+    this.#counts = JSON.parse(meta.counts);
+    this.#readUpTo = this.#step;
+  }
+
+  /** The current gradient table (after the last step's backward). */
+  grads(): Promise<Float32Array> {
+    return readF32(this.gpu, this.graph.grads!);
+  }
+}

@@ -1,0 +1,270 @@
+/**
+ * Float64 reference of the whole model (src/model/model.ts), written as llm.c's train_gpt2.c is: the
+ * forward stores every activation, the backward walks the layers in reverse, and each layer is the
+ * float64 twin of its kernel (tests/reference/*). Parameters and gradients use the parameter table's
+ * flat layout, so they compare element for element with the GPU's buffers.
+ */
+import { dims, type ModelConfig } from "../../src/model/config.ts";
+import { paramTable } from "../../src/model/params.ts";
+import { ropeFrequencies } from "../../src/model/rope_scaling.ts";
+import {
+  attentionBackward,
+  attentionForward,
+  mergeHeads,
+  mergeHeadsBackward,
+  MODE_CAUSAL,
+  type RefSizes,
+  splitHeads,
+  splitHeadsBackward,
+} from "./attention.ts";
+import {
+  encoderBackward,
+  encoderForward,
+  geluBackward,
+  geluForward,
+  layernormBackward,
+  layernormForward,
+  rmsnormBackward,
+  rmsnormForward,
+  swigluBackward,
+  swigluForward,
+} from "./layers.ts";
+import { matmulBackward, matmulForward } from "./matmul.ts";
+import { crossEntropyForwardBackward, ropeRotate } from "./train_ops.ts";
+
+/** One batch for the reference: (B, T) tokens, targets and loss weights. */
+export interface RefBatch {
+  tokens: ArrayLike<number>;
+  targets: ArrayLike<number>;
+  weights: ArrayLike<number>;
+}
+
+/** What the reference returns. */
+export interface RefResult {
+  /** (N,) per-token losses. */
+  losses: Float64Array;
+  /** Σ losses. */
+  lossSum: number;
+  /** Gradient table of gradScale·Σ weights·losses, in the parameter table's layout. */
+  grads: Float64Array;
+}
+
+/** Forward and backward of the model in float64. */
+export function referenceModel(
+  config: ModelConfig,
+  params: ArrayLike<number>,
+  batch: RefBatch,
+  B: number,
+  T: number,
+  gradScale: number,
+): RefResult {
+  const table = paramTable(config);
+  const { V, C, L, H, Hkv, D, F, tied } = dims(config);
+  const gpt2 = config.family === "gpt2";
+  const N = B * T;
+  const QKV = (H + 2 * Hkv) * D;
+  const P64 = Float64Array.from(params);
+  const grads = new Float64Array(table.size);
+  const P = (name: string) => {
+    const e = table.byName.get(name)!;
+    return P64.subarray(e.offset, e.offset + e.numel);
+  };
+  const G = (name: string) => {
+    const e = table.byName.get(name)!;
+    return grads.subarray(e.offset, e.offset + e.numel);
+  };
+  const s: RefSizes = { B, H, Hkv, T, D };
+  const mask = { modes: new Array(H).fill(MODE_CAUSAL), G: 0 };
+  const scale = new Array(H).fill(1 / Math.sqrt(D));
+  const positions = Array.from({ length: T }, (_, t) => t);
+  const rope = gpt2 ? null : ropeFrequencies(config.rope, D, T);
+  const f64 = (n: number) => new Float64Array(n);
+
+  const linear = (
+    y: Float64Array,
+    x: Float64Array,
+    name: string,
+    rows: number,
+    out: number,
+    inp: number,
+    acc = false,
+  ) =>
+    matmulForward(y, x, P(`${name}.w`), {
+      Bt: 1,
+      M: rows,
+      N: out,
+      K: inp,
+      transA: false,
+      transB: true,
+      bBatched: false,
+    }, {
+      bias: gpt2 && table.byName.has(`${name}.b`) ? P(`${name}.b`) : undefined,
+      accumulate: acc,
+    });
+  // Adds dW, db to the gradient table; returns dx (N, inp).
+  const linearBack = (
+    dy: Float64Array,
+    x: Float64Array,
+    name: string,
+    rows: number,
+    out: number,
+    inp: number,
+  ) => {
+    const dx = f64(rows * inp), dW = f64(out * inp), db = f64(out);
+    matmulBackward(dx, dW, db, dy, x, P(`${name}.w`), {
+      Bt: 1,
+      M: rows,
+      N: out,
+      K: inp,
+      transA: false,
+      transB: true,
+      bBatched: false,
+    });
+    const gw = G(`${name}.w`);
+    for (let i = 0; i < gw.length; i++) gw[i] += dW[i];
+    if (gpt2 && table.byName.has(`${name}.b`)) {
+      const gb = G(`${name}.b`);
+      for (let i = 0; i < gb.length; i++) gb[i] += db[i];
+    }
+    return dx;
+  };
+  const norm = (out: Float64Array, mean: Float64Array, rstd: Float64Array, x: Float64Array, name: string) => {
+    if (config.family === "gpt2") {
+      layernormForward(out, mean, rstd, x, P(`${name}.w`), P(`${name}.b`), N, C, config.lnEps);
+    } else rmsnormForward(out, rstd, x, P(`${name}.w`), N, C, config.rmsEps);
+  };
+  const normBack = (
+    dx: Float64Array,
+    dout: Float64Array,
+    x: Float64Array,
+    mean: Float64Array,
+    rstd: Float64Array,
+    name: string,
+  ) => {
+    if (config.family === "gpt2") {
+      layernormBackward(dx, G(`${name}.w`), G(`${name}.b`), dout, x, P(`${name}.w`), mean, rstd, N, C);
+    } else rmsnormBackward(dx, G(`${name}.w`), dout, x, P(`${name}.w`), rstd, N, C);
+  };
+
+  // ---- forward
+  const x: Float64Array[] = [f64(N * C)];
+  encoderForward(x[0], batch.tokens, P("wte"), gpt2 ? P("wpe") : null, B, T, C);
+  const acts = [];
+  for (let l = 0; l < L; l++) {
+    const a = {
+      ln1: f64(N * C),
+      m1: f64(N),
+      r1s: f64(N),
+      qkv: f64(N * QKV),
+      q: f64(B * H * T * D),
+      k: f64(B * Hkv * T * D),
+      v: f64(B * Hkv * T * D),
+      o: f64(B * H * T * D),
+      lse: f64(B * H * T),
+      att: f64(N * H * D),
+      r1: f64(N * C),
+      ln2: f64(N * C),
+      m2: f64(N),
+      r2s: f64(N),
+      fc: f64(N * F),
+      up: f64(N * F),
+      hidden: f64(N * F),
+    };
+    const pre = `h.${l}`;
+    norm(a.ln1, a.m1, a.r1s, x[l], `${pre}.ln1`);
+    linear(a.qkv, a.ln1, `${pre}.qkv`, N, QKV, C);
+    splitHeads(a.q, a.k, a.v, a.qkv, s);
+    if (rope) {
+      ropeRotate(a.q, a.q.slice(), rope.invFreq, rope.attentionFactor, positions, B, H, T, D);
+      ropeRotate(a.k, a.k.slice(), rope.invFreq, rope.attentionFactor, positions, B, Hkv, T, D);
+    }
+    attentionForward(a.o, a.lse, a.q, a.k, a.v, scale, null, mask, s);
+    mergeHeads(a.att, a.o, B, H, T, D);
+    a.r1.set(x[l]);
+    linear(a.r1, a.att, `${pre}.attnOut`, N, C, H * D, true);
+    norm(a.ln2, a.m2, a.r2s, a.r1, `${pre}.ln2`);
+    const next = Float64Array.from(a.r1);
+    if (gpt2) {
+      linear(a.fc, a.ln2, `${pre}.fc`, N, F, C);
+      geluForward(a.hidden, a.fc, N * F);
+      linear(next, a.hidden, `${pre}.fcProj`, N, C, F, true);
+    } else {
+      linear(a.fc, a.ln2, `${pre}.gate`, N, F, C);
+      linear(a.up, a.ln2, `${pre}.up`, N, F, C);
+      swigluForward(a.hidden, a.fc, a.up, N * F);
+      linear(next, a.hidden, `${pre}.down`, N, C, F, true);
+    }
+    acts.push(a);
+    x.push(next);
+  }
+  const lnf = f64(N * C), mf = f64(N), rf = f64(N);
+  norm(lnf, mf, rf, x[L], "lnf");
+  const head = tied ? "wte" : "lmHead.w";
+  const logits = f64(N * V);
+  matmulForward(logits, lnf, P(head), {
+    Bt: 1,
+    M: N,
+    N: V,
+    K: C,
+    transA: false,
+    transB: true,
+    bBatched: false,
+  });
+  const losses = f64(N), dlogits = f64(N * V);
+  crossEntropyForwardBackward(losses, dlogits, logits, batch.targets, batch.weights, N, V, gradScale);
+
+  // ---- backward
+  {
+    const dlnf = f64(N * C), dW = f64(V * C), db = f64(V);
+    matmulBackward(dlnf, dW, db, dlogits, lnf, P(head), {
+      Bt: 1,
+      M: N,
+      N: V,
+      K: C,
+      transA: false,
+      transB: true,
+      bBatched: false,
+    });
+    const gh = G(head);
+    for (let i = 0; i < gh.length; i++) gh[i] += dW[i];
+    let dres = f64(N * C);
+    normBack(dres, dlnf, x[L], mf, rf, "lnf");
+    for (let l = L - 1; l >= 0; l--) {
+      const a = acts[l];
+      const pre = `h.${l}`;
+      let dln2: Float64Array;
+      if (gpt2) {
+        const dhidden = linearBack(dres, a.hidden, `${pre}.fcProj`, N, C, F);
+        const dfc = f64(N * F);
+        geluBackward(dfc, dhidden, a.fc, N * F);
+        dln2 = linearBack(dfc, a.ln2, `${pre}.fc`, N, F, C);
+      } else {
+        const dhidden = linearBack(dres, a.hidden, `${pre}.down`, N, C, F);
+        const dgate = f64(N * F), dup = f64(N * F);
+        swigluBackward(dgate, dup, dhidden, a.fc, a.up, N * F);
+        dln2 = linearBack(dgate, a.ln2, `${pre}.gate`, N, F, C);
+        const dln2b = linearBack(dup, a.ln2, `${pre}.up`, N, F, C);
+        for (let i = 0; i < dln2.length; i++) dln2[i] += dln2b[i];
+      }
+      const dr1 = Float64Array.from(dres);
+      normBack(dr1, dln2, a.r1, a.m2, a.r2s, `${pre}.ln2`);
+      const datt = linearBack(dr1, a.att, `${pre}.attnOut`, N, C, H * D);
+      const dO = f64(B * H * T * D);
+      mergeHeadsBackward(dO, datt, B, H, T, D);
+      const dq = f64(B * H * T * D), dk = f64(B * Hkv * T * D), dv = f64(B * Hkv * T * D);
+      attentionBackward(dq, dk, dv, f64(H), f64(H), dO, a.q, a.k, a.v, scale, null, mask, s);
+      if (rope) {
+        ropeRotate(dq, dq.slice(), rope.invFreq, rope.attentionFactor, positions, B, H, T, D, true);
+        ropeRotate(dk, dk.slice(), rope.invFreq, rope.attentionFactor, positions, B, Hkv, T, D, true);
+      }
+      const dqkv = f64(N * QKV);
+      splitHeadsBackward(dqkv, dq, dk, dv, s);
+      const dln1 = linearBack(dqkv, a.ln1, `${pre}.qkv`, N, QKV, C);
+      const dx = Float64Array.from(dr1);
+      normBack(dx, dln1, x[l], a.m1, a.r1s, `${pre}.ln1`);
+      dres = dx;
+    }
+    encoderBackward(G("wte"), gpt2 ? G("wpe") : null, dres, batch.tokens, B, T, C);
+  }
+  return { losses, lossSum: losses.reduce((a, b) => a + b, 0), grads };
+}
