@@ -166,3 +166,26 @@ export {
   lowrankAttentionForward,
   type LowrankAttentionShape,
 } from "./src/ops/lowrank_attention.ts";
+
+// Models, training and checkpoints.
+export {
+  createGraph,
+  destroyGraph,
+  type Graph,
+  type GraphOptions,
+  recordBackward,
+  recordForward,
+} from "./src/model/model.ts";
+export { createWeights, initialWeights, type ModelWeights, readWeights } from "./src/model/weights.ts";
+export { configFromHf, configToHf, loadHfCheckpoint, writeHfCheckpoint } from "./src/model/hf.ts";
+export { type HostBatch, Trainer, type TrainerOptions } from "./src/train/trainer.ts";
+export { allocatedBytes } from "./src/gpu/tensor.ts";
+
+// The longtune command and the dataset manifests it writes.
+export { buildProgram, main as runLongtune } from "./src/cli/main.ts";
+export {
+  type DatasetManifest,
+  datasetManifestSchema,
+  readManifest as readDatasetManifest,
+} from "./src/cli/data_run.ts";
+export { RulerLengthError, rulerMinimumLength } from "./src/data/ruler.ts";

@@ -614,7 +614,7 @@ async function listRecordFiles(folder: string): Promise<string[]> {
   for await (const entry of Deno.readDir(folder)) {
     const path = join(folder, entry.name);
     if (entry.isDirectory) files.push(...(await listRecordFiles(path)));
-    else if (entry.isFile && /\.jsonl?$/.test(entry.name)) files.push(path);
+    else if (entry.isFile && /\.jsonl?$/.test(entry.name) && entry.name !== "manifest.json") files.push(path);
   }
   return files;
 }

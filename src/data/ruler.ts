@@ -677,6 +677,25 @@ interface Measured {
   length: number;
 }
 
+/** A requested length below what a task needs; `minimum` is the smallest length that fits sample 0. */
+export class RulerLengthError extends RangeError {
+  constructor(message: string, readonly minimum: number) {
+    super(message);
+    this.name = "RulerLengthError";
+  }
+}
+
+/** The smallest length (in the tokenizer's tokens) at which `task`'s first sample fits. */
+export function rulerMinimumLength(opts: Omit<RulerOptions, "maxLength" | "samples">): number {
+  try {
+    generateRuler({ ...opts, maxLength: 1, samples: 1 });
+  } catch (error) {
+    if (error instanceof RulerLengthError) return error.minimum;
+    throw error;
+  }
+  return 1;
+}
+
 /**
  * Generates `samples` samples of one task at `maxLength` tokens (template, answer prefix and the
  * generation budget included). Throws when even the smallest haystack does not fit.
@@ -721,9 +740,11 @@ export function generateRuler(opts: RulerOptions): RulerSample[] {
     cweVariant = cweVariant === "standard" ? "small" : "tiny";
   }
   if (!fits(minUnits, 0)) {
-    throw new RangeError(
+    const minimum = build(minUnits, 0).length;
+    throw new RulerLengthError(
       `RULER ${opts.task}: ${opts.maxLength} tokens is below the task's minimum of ` +
-        `${build(minUnits, 0).length} (template, answer prefix, ${task.tokensToGenerate} generated tokens)`,
+        `${minimum} (template, answer prefix, ${task.tokensToGenerate} generated tokens)`,
+      minimum,
     );
   }
   const units = task.family === "fwe"
