@@ -159,6 +159,29 @@ export {
   writeLeaderboard,
 } from "./src/harness/leaderboard.ts";
 
+// Flash-style attention (forward, three-kernel backward, per-head mask modes) and head layout.
+export {
+  attentionBackward,
+  type AttentionBackwardInputs,
+  type AttentionBackwardOptions,
+  attentionForward,
+  type AttentionGrads,
+  type AttentionInputs,
+  type AttentionMask,
+  type AttentionMode,
+  type AttentionOptions,
+  type AttentionOutputs,
+  type AttentionScratch,
+  attentionTiling,
+  EMPTY_ROW_LSE,
+  headModes,
+  type LayerMaskMode,
+  MAX_HEAD_SIZE,
+  TOKEN_PAD,
+  TOKEN_RESPONSE,
+} from "./src/ops/attention.ts";
+export { mergeHeads, mergeHeadsBackward, splitHeads, splitHeadsBackward } from "./src/ops/heads.ts";
+
 // LoRaDA's low-rank attention map (an UNVERIFIED reconstruction, methods spec §6).
 export {
   LOWRANK_CHUNK,

@@ -11,7 +11,6 @@ import { CORPUS_GENERATOR_VERSION, corpusText, generateCorpus } from "../data/co
 import { sha256 } from "../data/hash.ts";
 import { writePg19, writeWikiText } from "../data/layouts.ts";
 import {
-  generateRuler,
   loadHotpotQa,
   loadRulerTemplates,
   loadSquadQa,

@@ -107,7 +107,11 @@ export function paramTable(config: ModelConfig): ParamTable {
 function addQkvViews(table: ParamTable, l: number, H: number, Hkv: number, D: number, C: number): void {
   const w = table.byName.get(`h.${l}.qkv.w`)!;
   const b = table.byName.get(`h.${l}.qkv.b`);
-  const rows: [string, number, number][] = [["q", 0, H * D], ["k", H * D, Hkv * D], ["v", (H + Hkv) * D, Hkv * D]];
+  const rows: [string, number, number][] = [
+    ["q", 0, H * D],
+    ["k", H * D, Hkv * D],
+    ["v", (H + Hkv) * D, Hkv * D],
+  ];
   for (const [part, start, count] of rows) {
     const view = (base: ParamEntry, suffix: string, shape: number[], stride: number): ParamEntry => ({
       name: `h.${l}.${part}.${suffix}`,
