@@ -13,6 +13,12 @@
  * With `recompute`, only the residual stream is kept per layer; the backward re-records each block's
  * forward into one shared set of buffers before differentiating it (one extra forward of compute
  * for activation memory of O(L·B·T·C) instead of O(L·B·T·(C + F + …))).
+ *
+ * Fine-tuning methods attach through an `Adapter` (adapter.ts): hooks after every block linear, on the
+ * attention parameters, between attention and its output projection, and after the final norm, with
+ * gradients in the adapter's own buffer. `trainable` says which base tensors (or element ranges) get
+ * gradients; base weight gradients of frozen linears are not computed at all, and without any
+ * trainable base tensor there is no base gradient table.
  */
 import type { Gpu } from "../gpu/device.ts";
 import type { Recorder } from "../gpu/recorder.ts";
@@ -33,7 +39,18 @@ import { matmul } from "../ops/matmul.ts";
 import { layernormBackward, layernormForward, rmsnormBackward, rmsnormForward } from "../ops/norm.ts";
 import { ropeBackward, ropeForward, type RopeTableTensors, uploadRopeTables } from "../ops/rope.ts";
 import { ropeTables } from "./rope_scaling.ts";
-import { type ModelWeights, viewOf } from "./weights.ts";
+import { type ModelWeights, view, viewOf } from "./weights.ts";
+import {
+  type Adapter,
+  type AdapterHooks,
+  ALL_BASE,
+  type AttentionParams,
+  type BaseTrainable,
+  type LinearName,
+  type LinearSite,
+  trainableRange,
+} from "./adapter.ts";
+import { add } from "../ops/elementwise.ts";
 
 /** How a graph is built. */
 export interface GraphOptions {
@@ -43,8 +60,15 @@ export interface GraphOptions {
   training: boolean;
   /** Keep only the residual stream per layer and recompute the rest in the backward. */
   recompute?: boolean;
-  /** Attention mask of every layer (default causal); S²-Attn trains with `shifted-groups`. */
+  /**
+   * Attention mask of every layer (default causal); S²-Attn trains with `shifted-groups`; `turns`
+   * (FocuSFT's glm_bidir) reads the per-token turn ids and flags uploaded into `inputs.turn`/`tokenFlags`.
+   */
   mask?: { mode: LayerMaskMode; groupSize?: number };
+  /** A fine-tuning method's trainable tensors and hooks. */
+  adapter?: Adapter;
+  /** Which base tensors train (default: all of them when training). */
+  trainable?: BaseTrainable;
 }
 
 /** One block's saved activations. */
@@ -85,13 +109,18 @@ export interface GraphInputs {
   bucketIds: Tensor;
   bucketStart: Tensor;
   bucketPositions: Tensor;
+  /** (B·T,) u32 absolute position of every row (t for row b·T + t); adapters read it. */
+  positions: Tensor;
+  /** (B, T) u32 turn ids and flags of the `turns` mask; null with other masks. */
+  turn: Tensor | null;
+  tokenFlags: Tensor | null;
 }
 
 /** A model's planned buffers for one (B, T). */
 export interface Graph {
   gpu: Gpu;
   weights: ModelWeights;
-  options: Required<Omit<GraphOptions, "mask">> & { mask: AttentionMask };
+  options: Required<Omit<GraphOptions, "mask" | "adapter" | "trainable">> & { mask: AttentionMask };
   inputs: GraphInputs;
   /** x[0] = embeddings, x[l + 1] = output of block l; each (B, T, C). */
   residual: Tensor[];
@@ -105,8 +134,17 @@ export interface Graph {
   losses: Tensor;
   /** (1,) Σ losses. */
   lossSum: Tensor;
-  /** Gradient table (same layout as params); only with training. */
+  /** Gradient table (same layout as params); only with training and some trainable base tensor. */
   grads: Tensor | null;
+  /** The attached method, its hooks on this graph and its gradient buffer (with training). */
+  adapter: Adapter | null;
+  hooks: AdapterHooks;
+  adapterGrads: Tensor | null;
+  /** Which base tensors train; `frozenRanges` are the element ranges of `grads` zeroed after backward. */
+  trainable: BaseTrainable;
+  frozenRanges: { offset: number; count: number }[];
+  /** Per layer, the attention parameters the adapter supplied in the last recorded forward. */
+  attentionParams: AttentionParams[];
   rope: RopeTableTensors | null;
   preRope: { q: Tensor; k: Tensor } | null;
   logitScale: Tensor;
@@ -130,6 +168,11 @@ interface BackwardScratch {
   dup: Tensor | null;
   dhidden: Tensor;
   dScale: Tensor;
+  dSink: Tensor;
+  /** Gradient of the pre-RoPE query from an attention-output mix (Gated Memory). */
+  dqMix: Tensor | null;
+  /** Where frozen norms write their unused weight gradients (2·C). */
+  junk: Tensor;
   ones: Tensor;
 }
 
@@ -183,12 +226,39 @@ export function createGraph(gpu: Gpu, weights: ModelWeights, opts: GraphOptions)
     bucketIds: make([N], "bucketIds", "u32"),
     bucketStart: make([N + 1], "bucketStart", "u32"),
     bucketPositions: make([N], "bucketPositions", "u32"),
+    positions: tensorFrom(gpu, [N], Uint32Array.from({ length: N }, (_, n) => n % T), {
+      label: "positions",
+      dtype: "u32",
+    }),
+    turn: opts.mask?.mode === "turns" ? make([B, T], "turn", "u32") : null,
+    tokenFlags: opts.mask?.mode === "turns" ? make([B, T], "tokenFlags", "u32") : null,
   };
+  bytes += N * 4;
   const rope = family === "llama"
     ? uploadRopeTables(gpu, ropeTables(weights.config.rope, D, Math.max(T, 1), T), "rope")
     : null;
   const modeSpec = opts.mask ?? { mode: "causal" as const };
-  const mask: AttentionMask = { modes: headModes(H, modeSpec.mode), groupSize: modeSpec.groupSize };
+  const mask: AttentionMask = {
+    modes: headModes(H, modeSpec.mode),
+    groupSize: modeSpec.groupSize,
+    turn: inputs.turn ?? undefined,
+    tokenFlags: inputs.tokenFlags ?? undefined,
+  };
+  const trainable = opts.training ? (opts.trainable ?? ALL_BASE) : () => false;
+  const frozenRanges: { offset: number; count: number }[] = [];
+  let anyBase = false;
+  for (const e of weights.table.entries) {
+    const r = trainableRange(trainable, e);
+    if (r) anyBase = true;
+    const from = r?.from ?? 0;
+    const to = r ? r.from + r.count : e.numel;
+    if (from > 0) frozenRanges.push({ offset: e.offset, count: from });
+    if (to < e.numel) frozenRanges.push({ offset: e.offset + to, count: e.numel - to });
+  }
+  const adapter = opts.adapter ?? null;
+  const adapterGrads = opts.training && adapter && adapter.table.size > 0
+    ? make([adapter.table.size], `${adapter.name}.grads`)
+    : null;
   const scratch: BackwardScratch | null = opts.training
     ? {
       dres: make([N, C], "dres"),
@@ -205,6 +275,9 @@ export function createGraph(gpu: Gpu, weights: ModelWeights, opts: GraphOptions)
       dup: family === "llama" ? make([N, F], "dup") : null,
       dhidden: make([N, F], "dhidden"),
       dScale: make([H], "dScale"),
+      dSink: make([H], "dSink"),
+      dqMix: null,
+      junk: make([2 * Math.ceil(C / 64) * 64], "junk"),
       ones: tensorFrom(gpu, [N, 1], new Float32Array(N).fill(1), { label: "ones" }),
     }
     : null;
@@ -212,7 +285,19 @@ export function createGraph(gpu: Gpu, weights: ModelWeights, opts: GraphOptions)
   const preRope = family === "llama"
     ? { q: make([B, H, T, D], "qPre"), k: make([B, Hkv, T, D], "kPre") }
     : null;
-  const grads = opts.training ? make([weights.table.size], "grads") : null;
+  const grads = opts.training && anyBase ? make([weights.table.size], "grads") : null;
+  const hooks = adapter
+    ? adapter.attach({
+      B,
+      T,
+      dims: weights.dims,
+      family,
+      training: opts.training,
+      grads: adapterGrads,
+      positions: inputs.positions,
+    })
+    : {};
+  if (scratch && (hooks.mixOutput || hooks.mixOutputBackward)) scratch.dqMix = make([B, H, T, D], "dqMix");
   return {
     gpu,
     weights,
@@ -227,6 +312,12 @@ export function createGraph(gpu: Gpu, weights: ModelWeights, opts: GraphOptions)
     losses: make([N], "losses"),
     lossSum: make([1], "lossSum"),
     grads,
+    adapter,
+    hooks,
+    adapterGrads,
+    trainable,
+    frozenRanges,
+    attentionParams: [],
     rope,
     preRope,
     logitScale: tensorFrom(gpu, [H], new Float32Array(H).fill(1 / Math.sqrt(D)), { label: "logitScale" }),
@@ -236,7 +327,24 @@ export function createGraph(gpu: Gpu, weights: ModelWeights, opts: GraphOptions)
 }
 
 const p = (g: Graph, name: string) => viewOf(g.weights.params, g.weights.table, name);
-const dp = (g: Graph, name: string) => viewOf(g.grads!, g.weights.table, name);
+// The gradient of a base tensor that trains, or null (frozen, or no base gradient table).
+const dp = (g: Graph, name: string): Tensor | null => {
+  if (!g.grads) return null;
+  const entry = g.weights.table.byName.get(name);
+  if (!entry) throw new RangeError(`parameter table has no tensor "${name}"`);
+  const base = entry.name.match(/^(h\.\d+)\.[qkv]\.(w|b)$/);
+  const owner = base ? g.weights.table.byName.get(`${base[1]}.qkv.${base[2]}`)! : entry;
+  return trainableRange(g.trainable, owner) ? view(g.grads, entry) : null;
+};
+// Where a norm writes its weight gradient: the table when it exists (frozen ranges are zeroed after
+// the backward), else scratch.
+const normGrad = (g: Graph, name: string, part: 0 | 1): Tensor => {
+  if (g.grads) return viewOf(g.grads, g.weights.table, name);
+  const C = g.weights.dims.C;
+  const junk = g.scratch!.junk;
+  const stride = Math.ceil(C / 64) * 64; // each half starts on a 256-byte boundary
+  return { ...junk, offset: junk.offset + part * stride * 4, shape: [C], label: `${name} (frozen)` };
+};
 const asRow = (t: Tensor): Tensor => ({ ...t, shape: [1, numel(t.shape)] });
 
 async function norm(
@@ -276,8 +384,8 @@ async function normBackward(
     await layernormBackward(
       rec,
       dx,
-      dp(g, `${prefix}.w`),
-      dp(g, `${prefix}.b`),
+      normGrad(g, `${prefix}.w`, 0),
+      normGrad(g, `${prefix}.b`, 1),
       dout,
       x,
       p(g, `${prefix}.w`),
@@ -288,38 +396,71 @@ async function normBackward(
       { accumulate },
     );
   } else {
-    await rmsnormBackward(rec, dx, dp(g, `${prefix}.w`), dout, x, p(g, `${prefix}.w`), rstd, B * T, C, {
-      accumulate,
-    });
+    await rmsnormBackward(
+      rec,
+      dx,
+      normGrad(g, `${prefix}.w`, 0),
+      dout,
+      x,
+      p(g, `${prefix}.w`),
+      rstd,
+      B * T,
+      C,
+      {
+        accumulate,
+      },
+    );
   }
 }
 
-// y (N, out) = x (N, in) · Wᵀ [+ b], with an optional accumulate into y.
-function linear(rec: Recorder, g: Graph, y: Tensor, x: Tensor, name: string, accumulate = false) {
-  const gpt2 = g.weights.config.family === "gpt2";
-  return matmul(rec, flat2(y), flat2(x), p(g, `${name}.w`), {
-    transB: true,
-    accumulate,
-    bias: gpt2 ? p(g, `${name}.b`) : undefined,
-  });
+function site(g: Graph, layer: number, name: LinearName): LinearSite {
+  const w = viewOf(g.weights.params, g.weights.table, `h.${layer}.${name}.w`);
+  return { layer, name, inDim: w.shape[1], outDim: w.shape[0] };
 }
 
-// dW += dyᵀ·x; db += Σ_rows dy; dx (=, or += with accumulate) dy·W.
+// y (N, out) = x (N, in) · Wᵀ [+ b], with an optional accumulate into y; then the adapter's term.
+// With accumulate, the adapter sees y after the base product was added.
+async function linear(
+  rec: Recorder,
+  g: Graph,
+  y: Tensor,
+  x: Tensor,
+  layer: number,
+  name: LinearName,
+  accumulate = false,
+) {
+  const gpt2 = g.weights.config.family === "gpt2";
+  const full = `h.${layer}.${name}`;
+  await matmul(rec, flat2(y), flat2(x), p(g, `${full}.w`), {
+    transB: true,
+    accumulate,
+    bias: gpt2 ? p(g, `${full}.b`) : undefined,
+  });
+  if (g.hooks.linearForward) await g.hooks.linearForward(rec, site(g, layer, name), flat2(y), flat2(x));
+}
+
+// dW += dyᵀ·x and db += Σ_rows dy when they train; dx (=, or += with accumulate) dy·W; then the
+// adapter's backward.
 async function linearBackward(
   rec: Recorder,
   g: Graph,
   dx: Tensor | null,
   dy: Tensor,
   x: Tensor,
-  name: string,
+  layer: number,
+  name: LinearName,
   accumulateDx = false,
 ) {
   const s = g.scratch!;
-  await matmul(rec, dp(g, `${name}.w`), flat2(dy), flat2(x), { transA: true, accumulate: true });
-  if (g.weights.config.family === "gpt2") {
-    await matmul(rec, asRow(dp(g, `${name}.b`)), s.ones, flat2(dy), { transA: true, accumulate: true });
+  const full = `h.${layer}.${name}`;
+  const dw = dp(g, `${full}.w`);
+  if (dw) await matmul(rec, dw, flat2(dy), flat2(x), { transA: true, accumulate: true });
+  const db = g.weights.config.family === "gpt2" ? dp(g, `${full}.b`) : null;
+  if (db) await matmul(rec, asRow(db), s.ones, flat2(dy), { transA: true, accumulate: true });
+  if (dx) await matmul(rec, flat2(dx), flat2(dy), p(g, `${full}.w`), { accumulate: accumulateDx });
+  if (g.hooks.linearBackward) {
+    await g.hooks.linearBackward(rec, site(g, layer, name), dx ? flat2(dx) : null, flat2(dy), flat2(x));
   }
-  if (dx) await matmul(rec, flat2(dx), flat2(dy), p(g, `${name}.w`), { accumulate: accumulateDx });
 }
 
 // A (B, T, X) activation as the (N, X) matrix the matmuls see.
@@ -335,7 +476,7 @@ async function blockForward(rec: Recorder, g: Graph, l: number): Promise<void> {
   const pre = `h.${l}`;
   const llama = g.weights.config.family === "llama";
   await norm(rec, g, a.ln1, a.ln1Mean, a.ln1Rstd, x, `${pre}.ln1`);
-  await linear(rec, g, a.qkv, a.ln1, `${pre}.qkv`);
+  await linear(rec, g, a.qkv, a.ln1, l, "qkv");
   if (llama) {
     const unrotated = g.preRope!;
     await splitHeads(rec, unrotated.q, unrotated.k, a.v, a.qkv);
@@ -344,39 +485,46 @@ async function blockForward(rec: Recorder, g: Graph, l: number): Promise<void> {
   } else {
     await splitHeads(rec, a.q, a.k, a.v, a.qkv);
   }
+  const ap = g.hooks.attention ? await g.hooks.attention(rec, l) : {};
+  g.attentionParams[l] = ap;
   await attentionForward(
     rec,
     { o: a.o, lse: a.lse },
-    { q: a.q, k: a.k, v: a.v, logitScale: g.logitScale },
+    { q: a.q, k: a.k, v: a.v, logitScale: ap.logitScale ?? g.logitScale, sinkLogit: ap.sinkLogit },
     g.options.mask,
   );
-  await mergeHeads(rec, a.att, a.o);
+  if (g.hooks.mixOutput) {
+    await g.hooks.mixOutput(rec, l, { o: a.o, qPre: llama ? g.preRope!.q : a.q, att: a.att });
+  } else {
+    await mergeHeads(rec, a.att, a.o);
+  }
   rec.copy(a.r1, flat2(x));
-  await linear(rec, g, a.r1, a.att, `${pre}.attnOut`, true);
+  await linear(rec, g, a.r1, a.att, l, "attnOut", true);
   await norm(rec, g, a.ln2, a.ln2Mean, a.ln2Rstd, a.r1, `${pre}.ln2`);
   const out = g.residual[l + 1];
   rec.copy(flat2(out), a.r1);
   if (llama) {
-    await linear(rec, g, a.fc, a.ln2, `${pre}.gate`);
-    await linear(rec, g, a.up!, a.ln2, `${pre}.up`);
+    await linear(rec, g, a.fc, a.ln2, l, "gate");
+    await linear(rec, g, a.up!, a.ln2, l, "up");
     await swigluForward(rec, a.hidden, a.fc, a.up!);
-    await linear(rec, g, out, a.hidden, `${pre}.down`, true);
+    await linear(rec, g, out, a.hidden, l, "down", true);
   } else {
-    await linear(rec, g, a.fc, a.ln2, `${pre}.fc`);
+    await linear(rec, g, a.fc, a.ln2, l, "fc");
     await geluForward(rec, a.hidden, a.fc);
-    await linear(rec, g, out, a.hidden, `${pre}.fcProj`, true);
+    await linear(rec, g, out, a.hidden, l, "fcProj", true);
   }
 }
 
 /**
  * Records the forward pass: embeddings, blocks, final norm, logits and per-token losses (and Σ loss).
  * With `training`, the loss kernel writes dlogits over the logits, scaled by `gradScale` (uniform
- * 1/number of counted tokens is the usual mean loss).
+ * 1/number of counted tokens is the usual mean loss). With `logitsOnly`, the loss is not computed and
+ * `g.logits` keeps the logits.
  */
 export async function recordForward(
   rec: Recorder,
   g: Graph,
-  opts: { gradScale?: number } = {},
+  opts: { gradScale?: number; logitsOnly?: boolean } = {},
 ): Promise<void> {
   const { B, T } = g.options;
   const gpt2 = g.weights.config.family === "gpt2";
@@ -384,7 +532,10 @@ export async function recordForward(
   await encoderForward(rec, g.residual[0], g.inputs.tokens, p(g, "wte"), gpt2 ? p(g, "wpe") : null, B, T);
   for (let l = 0; l < w.dims.L; l++) await blockForward(rec, g, l);
   await norm(rec, g, g.lnf, g.lnfMean, g.lnfRstd, g.residual[w.dims.L], "lnf");
+  if (g.hooks.finalNorm) await g.hooks.finalNorm(rec, g.lnf);
   await matmul(rec, g.logits, g.lnf, p(g, w.dims.tied ? "wte" : "lmHead.w"), { transB: true });
+  // `logitsOnly` stops here and leaves the logits for reading (scoring, decoding).
+  if (opts.logitsOnly) return;
   // The in-place loss always writes dlogits; evaluation simply ignores them.
   await crossEntropyInPlace(rec, g.losses, g.logits, g.inputs.targets, g.inputs.weights, {
     gradScale: opts.gradScale ?? 1,
@@ -399,30 +550,59 @@ async function blockBackward(rec: Recorder, g: Graph, l: number): Promise<void> 
   const llama = g.weights.config.family === "llama";
   // s.dres holds d x[l + 1]; the MLP branch first.
   if (llama) {
-    await linearBackward(rec, g, s.dhidden, s.dres, a.hidden, `${pre}.down`);
+    await linearBackward(rec, g, s.dhidden, s.dres, a.hidden, l, "down");
     await swigluBackward(rec, s.dfc, s.dup!, s.dhidden, a.fc, a.up!);
-    await linearBackward(rec, g, s.dln, s.dfc, a.ln2, `${pre}.gate`);
-    await linearBackward(rec, g, s.dln, s.dup!, a.ln2, `${pre}.up`, true);
+    await linearBackward(rec, g, s.dln, s.dfc, a.ln2, l, "gate");
+    await linearBackward(rec, g, s.dln, s.dup!, a.ln2, l, "up", true);
   } else {
-    await linearBackward(rec, g, s.dhidden, s.dres, a.hidden, `${pre}.fcProj`);
+    await linearBackward(rec, g, s.dhidden, s.dres, a.hidden, l, "fcProj");
     await geluBackward(rec, s.dfc, s.dhidden, a.fc);
-    await linearBackward(rec, g, s.dln, s.dfc, a.ln2, `${pre}.fc`);
+    await linearBackward(rec, g, s.dln, s.dfc, a.ln2, l, "fc");
   }
   await normBackward(rec, g, s.dres, s.dln, a.r1, a.ln2Mean, a.ln2Rstd, `${pre}.ln2`, true);
   // s.dres now holds d r1; the attention branch.
-  await linearBackward(rec, g, s.datt, s.dres, a.att, `${pre}.attnOut`);
-  await mergeHeadsBackward(rec, s.dO, s.datt);
-  const inputs = { q: a.q, k: a.k, v: a.v, o: a.o, lse: a.lse, dO: s.dO, logitScale: g.logitScale };
+  await linearBackward(rec, g, s.datt, s.dres, a.att, l, "attnOut");
+  const mixed = !!g.hooks.mixOutputBackward;
+  if (mixed) {
+    await g.hooks.mixOutputBackward!(rec, l, { o: a.o, att: a.att, datt: s.datt, dO: s.dO, dqPre: s.dqMix! });
+  } else {
+    await mergeHeadsBackward(rec, s.dO, s.datt);
+  }
+  const ap = g.attentionParams[l] ?? {};
+  const inputs = {
+    q: a.q,
+    k: a.k,
+    v: a.v,
+    o: a.o,
+    lse: a.lse,
+    dO: s.dO,
+    logitScale: ap.logitScale ?? g.logitScale,
+    sinkLogit: ap.sinkLogit,
+  };
+  const attnGrads = {
+    dq: s.dq,
+    dk: s.dk,
+    dv: s.dv,
+    dScale: s.dScale,
+    dSink: ap.sinkLogit ? s.dSink : undefined,
+  };
+  await attentionBackward(rec, attnGrads, inputs, g.options.mask);
+  if (g.hooks.attentionBackward) {
+    await g.hooks.attentionBackward(rec, l, {
+      dScale: ap.logitScale ? s.dScale : undefined,
+      dSink: ap.sinkLogit ? s.dSink : undefined,
+    });
+  }
   if (llama) {
-    await attentionBackward(rec, { dq: s.dq, dk: s.dk, dv: s.dv, dScale: s.dScale }, inputs, g.options.mask);
     await ropeBackward(rec, s.dqPre!, s.dq, g.rope!, 0);
     await ropeBackward(rec, s.dkPre!, s.dk, g.rope!, 0);
+    if (mixed) await add(rec, s.dqPre!, s.dqPre!, s.dqMix!);
     await splitHeadsBackward(rec, s.dqkv, s.dqPre!, s.dkPre!, s.dv);
   } else {
-    await attentionBackward(rec, { dq: s.dq, dk: s.dk, dv: s.dv, dScale: s.dScale }, inputs, g.options.mask);
+    if (mixed) await add(rec, s.dq, s.dq, s.dqMix!);
     await splitHeadsBackward(rec, s.dqkv, s.dq, s.dk, s.dv);
   }
-  await linearBackward(rec, g, s.dln, s.dqkv, a.ln1, `${pre}.qkv`);
+  await linearBackward(rec, g, s.dln, s.dqkv, a.ln1, l, "qkv");
   await normBackward(rec, g, s.dres, s.dln, g.residual[l], a.ln1Mean, a.ln1Rstd, `${pre}.ln1`, true);
 }
 
@@ -431,39 +611,48 @@ async function blockBackward(rec: Recorder, g: Graph, l: number): Promise<void> 
  * differentiates the LM head, every block in reverse and the embeddings.
  */
 export async function recordBackward(rec: Recorder, g: Graph): Promise<void> {
-  if (!g.grads || !g.scratch) throw new Error("recordBackward: the graph was built without training buffers");
+  if (!g.scratch) throw new Error("recordBackward: the graph was built without training buffers");
   const { B, T } = g.options;
   const w = g.weights;
   const s = g.scratch;
   const gpt2 = w.config.family === "gpt2";
-  await fill(rec, g.grads, 0);
+  if (g.grads) await fill(rec, g.grads, 0);
+  if (g.adapterGrads) await fill(rec, g.adapterGrads, 0);
   const head = w.dims.tied ? "wte" : "lmHead.w";
   // g.logits holds dlogits (N, V) here.
-  await matmul(rec, dp(g, head), g.logits, g.lnf, { transA: true, accumulate: true });
+  const dHead = dp(g, head);
+  if (dHead) await matmul(rec, dHead, g.logits, g.lnf, { transA: true, accumulate: true });
   await matmul(rec, s.dln, g.logits, p(g, head));
+  if (g.hooks.finalNormBackward) await g.hooks.finalNormBackward(rec, s.dln);
   await normBackward(rec, g, s.dres, s.dln, g.residual[w.dims.L], g.lnfMean, g.lnfRstd, "lnf", false);
   for (let l = w.dims.L - 1; l >= 0; l--) {
     if (g.options.recompute) await blockForward(rec, g, l);
     await blockBackward(rec, g, l);
   }
-  await encoderBackward(
-    rec,
-    dp(g, "wte"),
-    gpt2 ? dp(g, "wpe") : null,
-    s.dres,
-    g.inputs.bucketIds,
-    g.inputs.bucketStart,
-    g.inputs.bucketPositions,
-    B,
-    T,
-  );
+  if (g.grads) {
+    // Embedding gradients go into the table whenever it exists; frozen ranges are zeroed below.
+    await encoderBackward(
+      rec,
+      viewOf(g.grads, w.table, "wte"),
+      gpt2 ? viewOf(g.grads, w.table, "wpe") : null,
+      s.dres,
+      g.inputs.bucketIds,
+      g.inputs.bucketStart,
+      g.inputs.bucketPositions,
+      B,
+      T,
+    );
+    for (const r of g.frozenRanges) {
+      await fill(rec, { ...g.grads, offset: g.grads.offset + r.offset * 4, shape: [r.count] }, 0);
+    }
+  }
 }
 
 /** Frees every buffer the graph allocated (the weights are not the graph's). */
 export function destroyGraph(g: Graph): void {
   const seen = new Set<GPUBuffer>();
   const all: Tensor[] = [
-    ...Object.values(g.inputs),
+    ...Object.values(g.inputs).filter((t): t is Tensor => t !== null),
     ...g.residual,
     ...g.blocks.flatMap((b) => Object.values(b).filter((t): t is Tensor => t !== null)),
     g.lnf,
@@ -474,12 +663,14 @@ export function destroyGraph(g: Graph): void {
     g.lossSum,
     g.logitScale,
     ...(g.grads ? [g.grads] : []),
+    ...(g.adapterGrads ? [g.adapterGrads] : []),
     ...(g.scratch ? Object.values(g.scratch).filter((t): t is Tensor => !!t) : []),
     ...(g.preRope ? [g.preRope.q, g.preRope.k] : []),
     ...(g.rope
       ? Object.values(g.rope).filter((t): t is Tensor => typeof t === "object" && "buffer" in t)
       : []),
   ];
+  g.hooks.destroy?.();
   for (const t of all) {
     if (!seen.has(t.buffer)) {
       seen.add(t.buffer);

@@ -38,7 +38,8 @@ export interface ParamTable {
  */
 export const PARAM_ALIGN = 64;
 
-interface Spec {
+/** One tensor to lay out in a table. */
+export interface ParamSpec {
   name: string;
   shape: number[];
   role: ParamRole;
@@ -46,7 +47,7 @@ interface Spec {
 }
 
 /** Builds a table from specs, each tensor starting on a PARAM_ALIGN boundary. */
-export function buildTable(specs: readonly Spec[]): ParamTable {
+export function buildTable(specs: readonly ParamSpec[]): ParamTable {
   const entries: ParamEntry[] = [];
   let at = 0;
   for (const s of specs) {
@@ -70,7 +71,7 @@ export function buildTable(specs: readonly Spec[]): ParamTable {
 export function paramTable(config: ModelConfig): ParamTable {
   const { V, C, L, H, Hkv, D, F, maxT, tied } = dims(config);
   const gpt2 = config.family === "gpt2";
-  const specs: Spec[] = [{ name: "wte", shape: [V, C], role: "embedding", layer: -1 }];
+  const specs: ParamSpec[] = [{ name: "wte", shape: [V, C], role: "embedding", layer: -1 }];
   if (gpt2) specs.push({ name: "wpe", shape: [maxT, C], role: "position", layer: -1 });
   const qkvRows = (H + 2 * Hkv) * D;
   for (let l = 0; l < L; l++) {

@@ -15,6 +15,7 @@ import {
   adamw,
   type AdamWConfig,
   adamwConfigSchema,
+  type AdamWEntry,
   type AdamWTable,
   createAdamWStep,
   createAdamWTable,
@@ -27,6 +28,8 @@ import { storeAt } from "../ops/scalar.ts";
 import { hashJson } from "../data/hash.ts";
 import { createGraph, type Graph, type GraphOptions, recordBackward, recordForward } from "../model/model.ts";
 import { decays } from "../model/params.ts";
+import { type Adapter, ALL_BASE, type BaseTrainable, trainableRange } from "../model/adapter.ts";
+import { add } from "../ops/elementwise.ts";
 import { readSafetensors, writeSafetensors } from "../model/safetensors.ts";
 import type { ModelWeights } from "../model/weights.ts";
 
@@ -36,6 +39,9 @@ export interface HostBatch {
   targets: Int32Array;
   /** Per-token loss weights; default 1 for every target that is not IGNORE_INDEX. */
   weights?: Float32Array;
+  /** Turn ids and flags (TOKEN_RESPONSE, TOKEN_PAD) of the `turns` mask; required with it. */
+  turn?: Uint32Array;
+  tokenFlags?: Uint32Array;
 }
 
 /** How a Trainer is built. */
@@ -49,10 +55,26 @@ export interface TrainerOptions {
   mask?: GraphOptions["mask"];
   /** Losses are read back in groups of this many steps (default 10). */
   lossReadEvery?: number;
+  /** A method's adapter: its tensors train with their own AdamW moments. */
+  adapter?: Adapter;
+  /** Which base tensors train (default all; methods with an adapter usually pass NO_BASE). */
+  trainable?: BaseTrainable;
+}
+
+/** One AdamW state: the parameters, gradients and moments of one table. */
+interface OptimizerPart {
+  params: Tensor;
+  grads: Tensor;
+  m: Tensor;
+  v: Tensor;
+  table: AdamWTable;
+  size: number;
+  sumSq: Tensor;
 }
 
 /**
- * Trains every base parameter with AdamW (methods restrict the table to their own tensors).
+ * Trains the base tensors `trainable` selects (default all) and an adapter's tensors with AdamW; the
+ * global gradient norm for clipping covers both.
  * @example
  * const trainer = await Trainer.create(gpu, weights, { B: 1, T: 512, optimizer: { lr: 3e-4 } });
  * for (const batch of batches) await trainer.step(batch);
@@ -60,10 +82,10 @@ export interface TrainerOptions {
  */
 export class Trainer {
   readonly graph: Graph;
-  readonly m: Tensor;
-  readonly v: Tensor;
-  readonly table: AdamWTable;
   readonly config: AdamWConfig;
+  /** The base part (null when no base tensor trains) and the adapter part (null without one). */
+  readonly base: OptimizerPart | null;
+  readonly adapterPart: OptimizerPart | null;
   #stepValues: Tensor;
   #gradSumSq: Tensor;
   #history: Tensor;
@@ -83,21 +105,56 @@ export class Trainer {
   ) {
     this.graph = graph;
     this.config = adamwConfigSchema.parse(options.optimizer);
-    const size = weights.table.size;
-    this.m = createTensor(gpu, [size], { label: "adam.m" });
-    this.v = createTensor(gpu, [size], { label: "adam.v" });
-    upload(gpu, this.m, new Float32Array(size));
-    upload(gpu, this.v, new Float32Array(size));
-    this.table = createAdamWTable(
-      gpu,
-      weights.table.entries.map((e) => ({
-        label: e.name,
-        offset: e.offset,
-        size: e.numel,
-        weightDecay: decays(e) ? this.config.weightDecay : 0,
-      })),
-      this.config,
-    );
+    const part = (label: string, params: Tensor, grads: Tensor, size: number, entries: AdamWEntry[]) => {
+      const make = (name: string) => {
+        const t = createTensor(gpu, [size], { label: `${label}.${name}` });
+        upload(gpu, t, new Float32Array(size));
+        return t;
+      };
+      return {
+        params,
+        grads,
+        m: make("m"),
+        v: make("v"),
+        table: createAdamWTable(gpu, entries, this.config),
+        size,
+        sumSq: createTensor(gpu, [1], { label: `${label}.gradSumSq` }),
+      };
+    };
+    const trainable = options.trainable ?? ALL_BASE;
+    this.base = graph.grads
+      ? part(
+        "adam",
+        weights.params,
+        graph.grads,
+        weights.table.size,
+        weights.table.entries.flatMap((e) => {
+          const r = trainableRange(trainable, e);
+          if (!r) return [];
+          const weightDecay = decays(e) ? this.config.weightDecay : 0;
+          return [{ label: e.name, offset: e.offset + r.from, size: r.count, weightDecay }];
+        }),
+      )
+      : null;
+    const adapter = options.adapter;
+    this.adapterPart = adapter && adapter.params && graph.adapterGrads
+      ? part(
+        `${adapter.name}.adam`,
+        adapter.params,
+        graph.adapterGrads,
+        adapter.table.size,
+        adapter.table.entries.map((e) => ({
+          label: e.name,
+          offset: e.offset,
+          size: e.numel,
+          lrScale: adapter.group?.(e).lrScale,
+          weightDecay: adapter.group?.(e).weightDecay ?? (decays(e) ? this.config.weightDecay : 0),
+        })),
+      )
+      : null;
+    if (!this.base && !this.adapterPart) {
+      throw new RangeError("trainer: nothing trains (no trainable base tensor and no adapter tensor)");
+    }
     this.#stepValues = createAdamWStep(gpu);
     this.#gradSumSq = createTensor(gpu, [1], { label: "gradSumSq" });
     const k = options.lossReadEvery ?? 10;
@@ -115,6 +172,8 @@ export class Trainer {
       training: true,
       recompute: options.recompute,
       mask: options.mask,
+      adapter: options.adapter,
+      trainable: options.trainable,
     });
     const trainer = new Trainer(gpu, weights, options, graph);
     await trainer.#record();
@@ -128,17 +187,26 @@ export class Trainer {
     // the host pre-divides by the batch's token count (see #upload).
     await recordForward(rec, g, { gradScale: 1 });
     await recordBackward(rec, g);
-    if (this.config.maxGradNorm !== undefined) await reduceFull(rec, this.#gradSumSq, g.grads!, "sumsq");
-    await adamw(
-      rec,
-      this.weights.params,
-      this.m,
-      this.v,
-      g.grads!,
-      this.table,
-      this.#stepValues,
-      this.config.maxGradNorm !== undefined ? this.#gradSumSq : undefined,
-    );
+    const parts = [this.base, this.adapterPart].filter((x): x is OptimizerPart => x !== null);
+    const clip = this.config.maxGradNorm !== undefined;
+    if (clip) {
+      // One global norm over both parts, summed in a fixed order.
+      for (const q of parts) await reduceFull(rec, q.sumSq, q.grads, "sumsq");
+      if (parts.length === 2) await add(rec, this.#gradSumSq, parts[0].sumSq, parts[1].sumSq);
+      else rec.copy(this.#gradSumSq, parts[0].sumSq);
+    }
+    for (const q of parts) {
+      await adamw(
+        rec,
+        q.params,
+        q.m,
+        q.v,
+        q.grads,
+        q.table,
+        this.#stepValues,
+        clip ? this.#gradSumSq : undefined,
+      );
+    }
     await storeAt(rec, this.#history, g.lossSum, this.#slot);
   }
 
@@ -173,6 +241,13 @@ export class Trainer {
     upload(this.gpu, inputs.bucketIds, buckets.ids);
     upload(this.gpu, inputs.bucketStart, buckets.start);
     upload(this.gpu, inputs.bucketPositions, buckets.positions);
+    if (inputs.turn && inputs.tokenFlags) {
+      if (batch.turn?.length !== N || batch.tokenFlags?.length !== N) {
+        throw new RangeError(`batch: the turns mask needs turn and tokenFlags arrays of B·T = ${N} each`);
+      }
+      upload(this.gpu, inputs.turn, batch.turn);
+      upload(this.gpu, inputs.tokenFlags, batch.tokenFlags);
+    }
     return counted;
   }
 
@@ -181,7 +256,7 @@ export class Trainer {
     const counted = this.#upload(batch);
     const t = this.#step + 1;
     const lr = this.options.schedule?.(t) ?? this.config.lr;
-    writeAdamWStep(this.gpu, this.#stepValues, this.table, { step: t, lr });
+    writeAdamWStep(this.gpu, this.#stepValues, (this.base ?? this.adapterPart)!.table, { step: t, lr });
     upload(this.gpu, this.#slot, [this.#step]);
     await this.#recording.submit();
     this.#step = t;
@@ -227,22 +302,40 @@ export class Trainer {
    */
   async save(path: string): Promise<void> {
     await this.losses();
-    const [params, m, v] = await readTensors(this.gpu, [this.weights.params, this.m, this.v]);
+    const parts = this.#parts();
+    const values = await readTensors(this.gpu, parts.flatMap(([, q]) => [q.params, q.m, q.v]));
+    const tensors: Record<string, { shape: number[]; data: Float32Array }> = {};
+    parts.forEach(([prefix, q], i) => {
+      for (const [k, name] of ["params", "adam.m", "adam.v"].entries()) {
+        tensors[`${prefix}${name}`] = { shape: [q.size], data: values[3 * i + k] as Float32Array };
+      }
+    });
     const meta = {
       format: "longtune-train-state",
       step: String(this.#step),
       config: JSON.stringify(this.weights.config),
       optimizer: JSON.stringify(this.config),
-      tableHash: await hashJson(this.weights.table.entries),
+      tableHash: this.#tableHash(),
       losses: JSON.stringify(this.#read),
       counts: JSON.stringify(this.#counts),
     };
-    const size = this.weights.table.size;
-    await writeSafetensors(path, {
-      params: { shape: [size], data: params as Float32Array },
-      "adam.m": { shape: [size], data: m as Float32Array },
-      "adam.v": { shape: [size], data: v as Float32Array },
-    }, meta);
+    await writeSafetensors(path, tensors, meta);
+  }
+
+  // The parts that train, with the key prefix of their tensors in a checkpoint.
+  #parts(): [string, OptimizerPart][] {
+    const out: [string, OptimizerPart][] = [];
+    if (this.base) out.push(["", this.base]);
+    if (this.adapterPart) out.push(["adapter.", this.adapterPart]);
+    return out;
+  }
+
+  #tableHash(): string {
+    return hashJson({
+      base: this.base ? this.weights.table.entries : null,
+      baseTrainable: this.base?.table.entries ?? null,
+      adapter: this.options.adapter ? [this.options.adapter.name, this.options.adapter.table.entries] : null,
+    });
   }
 
   /** Restores params, moments, the step count and the loss log from `save`'s file. */
@@ -252,30 +345,45 @@ export class Trainer {
     if (meta.format !== "longtune-train-state") {
       throw new Error(`${path}: not a longtune training checkpoint (metadata format is "${meta.format}")`);
     }
-    const want = await hashJson(this.weights.table.entries);
+    const want = this.#tableHash();
     if (meta.tableHash !== want) {
       throw new Error(
-        `${path}: its parameter table (hash ${meta.tableHash}) differs from this model's (${want})`,
+        `${path}: its parameter tables (hash ${meta.tableHash}) differ from this trainer's (${want})`,
       );
     }
-    const size = this.weights.table.size;
-    for (const name of ["params", "adam.m", "adam.v"]) {
-      const t = file.tensors.get(name);
-      if (!t || t.dtype !== "F32" || t.shape.length !== 1 || t.shape[0] !== size) {
-        throw new Error(`${path}: tensor "${name}" must be F32 of shape [${size}]`);
+    const parts = this.#parts();
+    for (const [prefix, q] of parts) {
+      for (const name of ["params", "adam.m", "adam.v"]) {
+        const t = file.tensors.get(`${prefix}${name}`);
+        if (!t || t.dtype !== "F32" || t.shape.length !== 1 || t.shape[0] !== q.size) {
+          throw new Error(`${path}: tensor "${prefix}${name}" must be F32 of shape [${q.size}]`);
+        }
       }
     }
-    upload(this.gpu, this.weights.params, file.tensors.get("params")!.data as Float32Array);
-    upload(this.gpu, this.m, file.tensors.get("adam.m")!.data as Float32Array);
-    upload(this.gpu, this.v, file.tensors.get("adam.v")!.data as Float32Array);
+    for (const [prefix, q] of parts) {
+      upload(this.gpu, q.params, file.tensors.get(`${prefix}params`)!.data as Float32Array);
+      upload(this.gpu, q.m, file.tensors.get(`${prefix}adam.m`)!.data as Float32Array);
+      upload(this.gpu, q.v, file.tensors.get(`${prefix}adam.v`)!.data as Float32Array);
+    }
     this.#step = Number(meta.step);
     this.#read = JSON.parse(meta.losses);
     this.#counts = JSON.parse(meta.counts);
     this.#readUpTo = this.#step;
   }
 
-  /** The current gradient table (after the last step's backward). */
+  /** The current base gradient table (after the last step's backward). */
   grads(): Promise<Float32Array> {
-    return readF32(this.gpu, this.graph.grads!);
+    if (!this.graph.grads) {
+      throw new Error("trainer: no base tensor trains, so there is no base gradient table");
+    }
+    return readF32(this.gpu, this.graph.grads);
+  }
+
+  /** The adapter's current gradients (after the last step's backward). */
+  adapterGrads(): Promise<Float32Array> {
+    if (!this.graph.adapterGrads) {
+      throw new Error("trainer: no adapter gradients (no adapter, or it has no tensors)");
+    }
+    return readF32(this.gpu, this.graph.adapterGrads);
   }
 }
