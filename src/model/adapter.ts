@@ -19,6 +19,7 @@ import type { Recorder } from "../gpu/recorder.ts";
 import type { Tensor } from "../gpu/tensor.ts";
 import type { ParamEntry, ParamTable } from "./params.ts";
 import type { ModelDims } from "./config.ts";
+import type { ModelWeights } from "./weights.ts";
 
 /** The linear layers of a block, by their parameter-table names without the `h.N.` prefix. */
 export type LinearName = "qkv" | "attnOut" | "fc" | "fcProj" | "gate" | "up" | "down";
@@ -38,6 +39,8 @@ export interface AttachContext {
   dims: ModelDims;
   family: "gpt2" | "llama";
   training: boolean;
+  /** The base weights the graph runs (DoRA reads W0; hooks never write them). */
+  weights: ModelWeights;
   /** The adapter's gradient buffer (table layout), zeroed at the start of each backward; null without training. */
   grads: Tensor | null;
   /** (B·T,) u32 absolute position of every row (t, or the decoding offset plus t). */
@@ -126,6 +129,11 @@ export interface Adapter {
   attach(ctx: AttachContext): AdapterHooks;
   /** Optimizer multipliers per tensor (default: the config's lr and decay). */
   group?(entry: ParamEntry): AdapterGroup;
+  /**
+   * False when a row's hooks depend on other rows beyond what attention's KV cache holds (LoRaDA's
+   * causal prefix sums): decoding then recomputes the whole prefix per token. Default true.
+   */
+  incremental?: boolean;
 }
 
 /**

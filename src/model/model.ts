@@ -293,6 +293,7 @@ export function createGraph(gpu: Gpu, weights: ModelWeights, opts: GraphOptions)
       dims: weights.dims,
       family,
       training: opts.training,
+      weights,
       grads: adapterGrads,
       positions: inputs.positions,
     })
