@@ -1,0 +1,22 @@
+/**
+ * Every method longtune runs, by registry name. Suites, the CLI and reports refer to methods by these
+ * names; `getMethod` names the known ones when asked for another.
+ */
+import { baseline, full } from "./baseline.ts";
+import { lora, rslora } from "./lora.ts";
+import type { Method } from "./method.ts";
+
+/** The registry, in the order `longtune list methods` prints it. */
+export const METHODS: readonly Method[] = [baseline, full, lora, rslora];
+
+/**
+ * The method named `name`.
+ * @example const m = getMethod("lora"); const config = m.config.parse({ r: 8 });
+ */
+export function getMethod(name: string): Method {
+  const m = METHODS.find((x) => x.name === name);
+  if (!m) {
+    throw new RangeError(`unknown method "${name}"; known: ${METHODS.map((x) => x.name).join(", ")}`);
+  }
+  return m;
+}
