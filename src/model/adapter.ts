@@ -69,6 +69,8 @@ export interface MixTensors {
   o: Tensor;
   /** (B, H, T, D) the query before RoPE (the same as the attention's query for GPT-2). */
   qPre: Tensor;
+  /** (B, Hkv, T, D) the values. */
+  v: Tensor;
   /** (B, T, H·D) what the output projection reads; the hook writes it (merged heads, mixed). */
   att: Tensor;
 }
@@ -82,8 +84,16 @@ export interface MixGradTensors extends Omit<MixTensors, "qPre"> {
   datt: Tensor;
   /** (B, H, T, D) the hook writes the gradient with respect to `o`. */
   dO: Tensor;
-  /** (B, H, T, D) the hook writes its gradient with respect to the pre-RoPE query here (the graph adds it). */
+  /** (B, H, T, D) the hook may write its gradient with respect to the pre-RoPE query here. */
   dqPre: Tensor;
+  /** (B, Hkv, T, D) the hook may write its gradient with respect to v here. */
+  dv: Tensor;
+}
+
+/** Which of dqPre and dv a mix backward wrote (the graph adds those into the attention's gradients). */
+export interface MixGradWritten {
+  dq: boolean;
+  dv: boolean;
 }
 
 /** The hooks of one adapter on one graph. Every hook is optional. */
@@ -101,8 +111,11 @@ export interface AdapterHooks {
   attentionBackward?(rec: Recorder, layer: number, grads: AttentionParamGrads): Promise<void>;
   /** Replaces merging the heads: writes `att` from `o` (and the pre-RoPE query). */
   mixOutput?(rec: Recorder, layer: number, t: MixTensors): Promise<void>;
-  /** Writes dO from datt and its pre-RoPE query gradient into dqPre; accumulates parameter gradients. */
-  mixOutputBackward?(rec: Recorder, layer: number, t: MixGradTensors): Promise<void>;
+  /**
+   * Writes dO from datt; may write its pre-RoPE query and value gradients into dqPre and dv and says
+   * which; accumulates parameter gradients.
+   */
+  mixOutputBackward?(rec: Recorder, layer: number, t: MixGradTensors): Promise<MixGradWritten>;
   /** Modifies the final norm's output (N, C) in place. */
   finalNorm?(rec: Recorder, lnf: Tensor): Promise<void>;
   /** dlnf (N, C) holds the gradient with respect to the modified output: make it the gradient with respect to the unmodified one, in place. */

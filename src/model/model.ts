@@ -169,8 +169,9 @@ interface BackwardScratch {
   dhidden: Tensor;
   dScale: Tensor;
   dSink: Tensor;
-  /** Gradient of the pre-RoPE query from an attention-output mix (Gated Memory). */
+  /** Gradients of the pre-RoPE query and of v from an attention-output mix (Gated Memory, LoRaDA). */
   dqMix: Tensor | null;
+  dvMix: Tensor | null;
   /** Where frozen norms write their unused weight gradients (2·C). */
   junk: Tensor;
   ones: Tensor;
@@ -277,6 +278,7 @@ export function createGraph(gpu: Gpu, weights: ModelWeights, opts: GraphOptions)
       dScale: make([H], "dScale"),
       dSink: make([H], "dSink"),
       dqMix: null,
+      dvMix: null,
       junk: make([2 * Math.ceil(C / 64) * 64], "junk"),
       ones: tensorFrom(gpu, [N, 1], new Float32Array(N).fill(1), { label: "ones" }),
     }
@@ -298,7 +300,10 @@ export function createGraph(gpu: Gpu, weights: ModelWeights, opts: GraphOptions)
       positions: inputs.positions,
     })
     : {};
-  if (scratch && (hooks.mixOutput || hooks.mixOutputBackward)) scratch.dqMix = make([B, H, T, D], "dqMix");
+  if (scratch && (hooks.mixOutput || hooks.mixOutputBackward)) {
+    scratch.dqMix = make([B, H, T, D], "dqMix");
+    scratch.dvMix = make([B, Hkv, T, D], "dvMix");
+  }
   return {
     gpu,
     weights,
@@ -495,7 +500,7 @@ async function blockForward(rec: Recorder, g: Graph, l: number): Promise<void> {
     g.options.mask,
   );
   if (g.hooks.mixOutput) {
-    await g.hooks.mixOutput(rec, l, { o: a.o, qPre: llama ? g.preRope!.q : a.q, att: a.att });
+    await g.hooks.mixOutput(rec, l, { o: a.o, qPre: llama ? g.preRope!.q : a.q, v: a.v, att: a.att });
   } else {
     await mergeHeads(rec, a.att, a.o);
   }
@@ -563,9 +568,17 @@ async function blockBackward(rec: Recorder, g: Graph, l: number): Promise<void> 
   await normBackward(rec, g, s.dres, s.dln, a.r1, a.ln2Mean, a.ln2Rstd, `${pre}.ln2`, true);
   // s.dres now holds d r1; the attention branch.
   await linearBackward(rec, g, s.datt, s.dres, a.att, l, "attnOut");
-  const mixed = !!g.hooks.mixOutputBackward;
-  if (mixed) {
-    await g.hooks.mixOutputBackward!(rec, l, { o: a.o, att: a.att, datt: s.datt, dO: s.dO, dqPre: s.dqMix! });
+  let mixed = { dq: false, dv: false };
+  if (g.hooks.mixOutputBackward) {
+    mixed = await g.hooks.mixOutputBackward(rec, l, {
+      o: a.o,
+      v: a.v,
+      att: a.att,
+      datt: s.datt,
+      dO: s.dO,
+      dqPre: s.dqMix!,
+      dv: s.dvMix!,
+    });
   } else {
     await mergeHeadsBackward(rec, s.dO, s.datt);
   }
@@ -588,6 +601,7 @@ async function blockBackward(rec: Recorder, g: Graph, l: number): Promise<void> 
     dSink: ap.sinkLogit ? s.dSink : undefined,
   };
   await attentionBackward(rec, attnGrads, inputs, g.options.mask);
+  if (mixed.dv) await add(rec, s.dv, s.dv, s.dvMix!);
   if (g.hooks.attentionBackward) {
     await g.hooks.attentionBackward(rec, l, {
       dScale: ap.logitScale ? s.dScale : undefined,
@@ -597,10 +611,10 @@ async function blockBackward(rec: Recorder, g: Graph, l: number): Promise<void> 
   if (llama) {
     await ropeBackward(rec, s.dqPre!, s.dq, g.rope!, 0);
     await ropeBackward(rec, s.dkPre!, s.dk, g.rope!, 0);
-    if (mixed) await add(rec, s.dqPre!, s.dqPre!, s.dqMix!);
+    if (mixed.dq) await add(rec, s.dqPre!, s.dqPre!, s.dqMix!);
     await splitHeadsBackward(rec, s.dqkv, s.dqPre!, s.dkPre!, s.dv);
   } else {
-    if (mixed) await add(rec, s.dq, s.dq, s.dqMix!);
+    if (mixed.dq) await add(rec, s.dq, s.dq, s.dqMix!);
     await splitHeadsBackward(rec, s.dqkv, s.dq, s.dk, s.dv);
   }
   await linearBackward(rec, g, s.dln, s.dqkv, a.ln1, l, "qkv");
