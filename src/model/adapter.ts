@@ -45,6 +45,11 @@ export interface AttachContext {
   grads: Tensor | null;
   /** (B·T,) u32 absolute position of every row (t, or the decoding offset plus t). */
   positions: Tensor;
+  /**
+   * (B·T,) f32 per-token loss weights of the batch (the Trainer pre-divides them by the counted tokens,
+   * so Σ weights·loss is the mean loss); 0 where a token has no target. Regularisers read it.
+   */
+  lossWeights: Tensor;
 }
 
 /** Attention parameters an adapter supplies for one layer; the graph's defaults where absent. */

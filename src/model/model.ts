@@ -298,6 +298,7 @@ export function createGraph(gpu: Gpu, weights: ModelWeights, opts: GraphOptions)
       weights,
       grads: adapterGrads,
       positions: inputs.positions,
+      lossWeights: inputs.weights,
     })
     : {};
   if (scratch && (hooks.mixOutput || hooks.mixOutputBackward)) {
