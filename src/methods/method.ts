@@ -24,7 +24,15 @@ export interface PrepareContext {
   maxLength: number;
   /** Seed of every random initialisation the method makes. */
   seed: number;
+  /**
+   * Training sequences for methods that score the base model before training (the hybrid's FFN neuron
+   * selection): each (T,) tokens with next-token targets (−100: no loss). Such methods throw without them.
+   */
+  calibration?: readonly { tokens: Uint32Array; targets: Int32Array }[];
 }
+
+/** The lengths a run trains and evaluates at (as in PrepareContext). */
+export type MethodLengths = Pick<PrepareContext, "trainLength" | "maxLength">;
 
 /** A method made ready for one base model. */
 export interface PreparedMethod {
@@ -53,7 +61,11 @@ export interface Method<S extends z.ZodType = z.ZodType> {
   /** Set when the method is a reconstruction or deviates from its authors' code; reports print it. */
   caveat?: string;
   config: S;
-  /** The trainable-parameter formula (methods spec §10) for a model config and a method config. */
-  parameterCount(model: ModelConfig, config: z.infer<S>): number;
+  /**
+   * The trainable-parameter formula (methods spec §10) for a model config and a method config. Methods
+   * that extend the context or adapt their components to the length (LongLoRA, HyLoRADA) also read the
+   * run's lengths; without them they assume the model's own context.
+   */
+  parameterCount(model: ModelConfig, config: z.infer<S>, lengths?: MethodLengths): number;
   prepare(ctx: PrepareContext, config: z.infer<S>): Promise<PreparedMethod>;
 }

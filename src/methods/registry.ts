@@ -3,11 +3,13 @@
  * names; `getMethod` names the known ones when asked for another.
  */
 import { baseline, full } from "./baseline.ts";
+import { dora } from "./dora.ts";
 import { lora, rslora } from "./lora.ts";
+import { pissa } from "./pissa.ts";
 import type { Method } from "./method.ts";
 
 /** The registry, in the order `longtune list methods` prints it. */
-export const METHODS: readonly Method[] = [baseline, full, lora, rslora];
+export const METHODS: readonly Method[] = [baseline, full, lora, rslora, dora, pissa];
 
 /**
  * The method named `name`.
