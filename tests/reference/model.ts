@@ -13,6 +13,7 @@ import {
   mergeHeads,
   mergeHeadsBackward,
   MODE_CAUSAL,
+  type RefMask,
   type RefSizes,
   splitHeads,
   splitHeadsBackward,
@@ -47,6 +48,29 @@ export interface RefResult {
   lossSum: number;
   /** Gradient table of gradScale·Σ weights·losses, in the parameter table's layout. */
   grads: Float64Array;
+  /** (N, V) logits. */
+  logits: Float64Array;
+}
+
+/**
+ * A method's pieces at the model's extension points, in float64 (twins of src/model/adapter.ts's hooks):
+ * a term after each block linear, a change of the final norm's output, and the attention mask.
+ */
+export interface RefHooks {
+  /** Attention mask of every layer (default causal). */
+  mask?: RefMask;
+  /** y (N, out) holds x·Wᵀ + b of block linear `name` (qkv, attnOut, fc, fcProj, gate, up, down): add the term. */
+  linear?(layer: number, name: string, y: Float64Array, x: Float64Array): void;
+  /** Accumulate the term's parameter gradients from dy and x; add its input gradient into dx. */
+  linearBackward?(layer: number, name: string, dx: Float64Array, dy: Float64Array, x: Float64Array): void;
+  /** Modifies the final norm's output (N, C) in place. */
+  finalNorm?(lnf: Float64Array): void;
+  /** dlnf: gradient with respect to the modified output → with respect to the unmodified one, in place. */
+  finalNormBackward?(dlnf: Float64Array): void;
+  /** Per-head logit scale and sink logit of one layer's attention (defaults 1/√D and no sink). */
+  attention?(layer: number): { scale?: ArrayLike<number>; sink?: ArrayLike<number> | null };
+  /** Receives one layer's (H,) dScale and dSink from the attention backward. */
+  attentionBackward?(layer: number, dScale: Float64Array, dSink: Float64Array): void;
 }
 
 /** Forward and backward of the model in float64. */
@@ -57,6 +81,7 @@ export function referenceModel(
   B: number,
   T: number,
   gradScale: number,
+  hooks: RefHooks = {},
 ): RefResult {
   const table = paramTable(config);
   const { V, C, L, H, Hkv, D, F, tied } = dims(config);
@@ -74,7 +99,12 @@ export function referenceModel(
     return grads.subarray(e.offset, e.offset + e.numel);
   };
   const s: RefSizes = { B, H, Hkv, T, D };
-  const mask = { modes: new Array(H).fill(MODE_CAUSAL), G: 0 };
+  const mask = hooks.mask ?? { modes: new Array(H).fill(MODE_CAUSAL), G: 0 };
+  // "h.3.qkv" → (3, "qkv") for the linear hooks.
+  const site = (name: string): [number, string] => {
+    const [, l, linear] = name.split(".");
+    return [Number(l), linear];
+  };
   const scale = new Array(H).fill(1 / Math.sqrt(D));
   const positions = Array.from({ length: T }, (_, t) => t);
   const rope = gpt2 ? null : ropeFrequencies(config.rope, D, T);
@@ -88,7 +118,7 @@ export function referenceModel(
     out: number,
     inp: number,
     acc = false,
-  ) =>
+  ) => {
     matmulForward(y, x, P(`${name}.w`), {
       Bt: 1,
       M: rows,
@@ -101,6 +131,8 @@ export function referenceModel(
       bias: gpt2 && table.byName.has(`${name}.b`) ? P(`${name}.b`) : undefined,
       accumulate: acc,
     });
+    hooks.linear?.(...site(name), y, x);
+  };
   // Adds dW, db to the gradient table; returns dx (N, inp).
   const linearBack = (
     dy: Float64Array,
@@ -126,6 +158,7 @@ export function referenceModel(
       const gb = G(`${name}.b`);
       for (let i = 0; i < gb.length; i++) gb[i] += db[i];
     }
+    hooks.linearBackward?.(...site(name), dx, dy, x);
     return dx;
   };
   const norm = (out: Float64Array, mean: Float64Array, rstd: Float64Array, x: Float64Array, name: string) => {
@@ -150,6 +183,7 @@ export function referenceModel(
   const x: Float64Array[] = [f64(N * C)];
   encoderForward(x[0], batch.tokens, P("wte"), gpt2 ? P("wpe") : null, B, T, C);
   const acts = [];
+  const attnParams: { scale: ArrayLike<number>; sink: ArrayLike<number> | null }[] = [];
   for (let l = 0; l < L; l++) {
     const a = {
       ln1: f64(N * C),
@@ -178,7 +212,9 @@ export function referenceModel(
       ropeRotate(a.q, a.q.slice(), rope.invFreq, rope.attentionFactor, positions, B, H, T, D);
       ropeRotate(a.k, a.k.slice(), rope.invFreq, rope.attentionFactor, positions, B, Hkv, T, D);
     }
-    attentionForward(a.o, a.lse, a.q, a.k, a.v, scale, null, mask, s);
+    const ap = hooks.attention?.(l) ?? {};
+    attnParams.push({ scale: ap.scale ?? scale, sink: ap.sink ?? null });
+    attentionForward(a.o, a.lse, a.q, a.k, a.v, attnParams[l].scale, attnParams[l].sink, mask, s);
     mergeHeads(a.att, a.o, B, H, T, D);
     a.r1.set(x[l]);
     linear(a.r1, a.att, `${pre}.attnOut`, N, C, H * D, true);
@@ -199,6 +235,7 @@ export function referenceModel(
   }
   const lnf = f64(N * C), mf = f64(N), rf = f64(N);
   norm(lnf, mf, rf, x[L], "lnf");
+  hooks.finalNorm?.(lnf);
   const head = tied ? "wte" : "lmHead.w";
   const logits = f64(N * V);
   matmulForward(logits, lnf, P(head), {
@@ -228,6 +265,7 @@ export function referenceModel(
     const gh = G(head);
     for (let i = 0; i < gh.length; i++) gh[i] += dW[i];
     let dres = f64(N * C);
+    hooks.finalNormBackward?.(dlnf);
     normBack(dres, dlnf, x[L], mf, rf, "lnf");
     for (let l = L - 1; l >= 0; l--) {
       const a = acts[l];
@@ -252,7 +290,10 @@ export function referenceModel(
       const dO = f64(B * H * T * D);
       mergeHeadsBackward(dO, datt, B, H, T, D);
       const dq = f64(B * H * T * D), dk = f64(B * Hkv * T * D), dv = f64(B * Hkv * T * D);
-      attentionBackward(dq, dk, dv, f64(H), f64(H), dO, a.q, a.k, a.v, scale, null, mask, s);
+      const dScale = f64(H), dSink = f64(H);
+      const ap = attnParams[l];
+      attentionBackward(dq, dk, dv, dScale, dSink, dO, a.q, a.k, a.v, ap.scale, ap.sink, mask, s);
+      hooks.attentionBackward?.(l, dScale, dSink);
       if (rope) {
         ropeRotate(dq, dq.slice(), rope.invFreq, rope.attentionFactor, positions, B, H, T, D, true);
         ropeRotate(dk, dk.slice(), rope.invFreq, rope.attentionFactor, positions, B, Hkv, T, D, true);
@@ -266,5 +307,5 @@ export function referenceModel(
     }
     encoderBackward(G("wte"), gpt2 ? G("wpe") : null, dres, batch.tokens, B, T, C);
   }
-  return { losses, lossSum: losses.reduce((a, b) => a + b, 0), grads };
+  return { losses, lossSum: losses.reduce((a, b) => a + b, 0), grads, logits };
 }
