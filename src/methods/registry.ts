@@ -5,12 +5,13 @@
 import { baseline, full } from "./baseline.ts";
 import { dora } from "./dora.ts";
 import { focusft } from "./focusft.ts";
+import { hybrid } from "./hybrid.ts";
 import { lora, rslora } from "./lora.ts";
 import { pissa } from "./pissa.ts";
 import type { Method } from "./method.ts";
 
 /** The registry, in the order `longtune list methods` prints it. */
-export const METHODS: readonly Method[] = [baseline, full, lora, rslora, dora, pissa, focusft];
+export const METHODS: readonly Method[] = [baseline, full, lora, rslora, dora, pissa, hybrid, focusft];
 
 /**
  * The method named `name`.
