@@ -28,19 +28,21 @@ export const baseline: Method<typeof baselineConfigSchema> = {
 
 const fullConfigSchema = z.object({}).strict();
 
-/** Full fine-tuning: every base parameter trains. */
+/** Full fine-tuning: every base parameter trains, on a copy of the base weights. */
 export const full: Method<typeof fullConfigSchema> = {
   name: "full",
   title: "Full fine-tuning: every base parameter trains (AdamW)",
   config: fullConfigSchema,
   parameterCount: (model) => parameterCount(paramTable(model)),
-  prepare: (ctx) =>
-    Promise.resolve({
-      weights: ctx.base,
+  prepare: (ctx) => {
+    const weights = createWeights(ctx.gpu, ctx.base.config, ctx.baseValues);
+    return Promise.resolve({
+      weights,
       adapter: null,
       trainable: ALL_BASE,
-      trainableParameters: parameterCount(ctx.base.table),
+      trainableParameters: parameterCount(weights.table),
       details: {},
-      destroy: () => {},
-    }),
+      destroy: () => weights.params.buffer.destroy(),
+    });
+  },
 };

@@ -6,12 +6,14 @@ import { baseline, full } from "./baseline.ts";
 import { dora } from "./dora.ts";
 import { focusft } from "./focusft.ts";
 import { hybrid } from "./hybrid.ts";
+import { hylorada } from "./hylorada.ts";
+import { longlora } from "./longlora.ts";
 import { lora, rslora } from "./lora.ts";
 import { pissa } from "./pissa.ts";
 import type { Method } from "./method.ts";
 
 /** The registry, in the order `longtune list methods` prints it. */
-export const METHODS: readonly Method[] = [baseline, full, lora, rslora, dora, pissa, hybrid, focusft];
+export const METHODS: readonly Method[] = [baseline, full, lora, rslora, dora, pissa, longlora, hylorada, hybrid, focusft];
 
 /**
  * The method named `name`.
