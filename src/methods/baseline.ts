@@ -5,6 +5,7 @@
 import { z } from "zod";
 import { ALL_BASE, NO_BASE } from "../model/adapter.ts";
 import { parameterCount, paramTable } from "../model/params.ts";
+import { createWeights } from "../model/weights.ts";
 import type { Method } from "./method.ts";
 
 const baselineConfigSchema = z.object({}).strict();
