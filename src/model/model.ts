@@ -238,6 +238,7 @@ export function createGraph(gpu: Gpu, weights: ModelWeights, opts: GraphOptions)
   const rope = family === "llama"
     ? uploadRopeTables(gpu, ropeTables(weights.config.rope, D, Math.max(T, 1), T), "rope")
     : null;
+  if (rope) bytes += 2 * numel(rope.cos.shape) * 4;
   const modeSpec = opts.mask ?? { mode: "causal" as const };
   const mask: AttentionMask = {
     modes: headModes(H, modeSpec.mode),
@@ -287,6 +288,8 @@ export function createGraph(gpu: Gpu, weights: ModelWeights, opts: GraphOptions)
   const preRope = family === "llama"
     ? { q: make([B, H, T, D], "qPre"), k: make([B, Hkv, T, D], "kPre") }
     : null;
+  if (scratch) bytes += N * 4; // ones
+  bytes += H * 4; // logitScale
   const grads = opts.training && anyBase ? make([weights.table.size], "grads") : null;
   const hooks = adapter
     ? adapter.attach({
