@@ -212,3 +212,26 @@ export {
   readManifest as readDatasetManifest,
 } from "./src/cli/data_run.ts";
 export { RulerLengthError, rulerMinimumLength } from "./src/data/ruler.ts";
+
+// Fine-tuning methods: how they attach, the registry, and the pieces methods share.
+export {
+  type Adapter,
+  type AdapterHooks,
+  ALL_BASE,
+  type AttachContext,
+  type BaseTrainable,
+  type LinearName,
+  type LinearSite,
+  NO_BASE,
+} from "./src/model/adapter.ts";
+export type { Method, PrepareContext, PreparedMethod } from "./src/methods/method.ts";
+export { getMethod, METHODS } from "./src/methods/registry.ts";
+export {
+  createLoraAdapter,
+  type LoraConfig,
+  loraConfigSchema,
+  loraParameterCount,
+  mergeLora,
+} from "./src/methods/lora.ts";
+export { solveBudget } from "./src/methods/hybrid_budget.ts";
+export { createFocusftTrainer } from "./src/methods/focusft.ts";
