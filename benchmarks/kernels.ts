@@ -1,5 +1,5 @@
 /**
- * Kernel benchmarks: `deno task bench` prints a table; `--json` prints only a JSON array of
+ * Kernel benchmarks: `deno task bench:kernels` prints a table; `--json` prints only a JSON array of
  * `{name, shape, ms, gflops, adapter}` on stdout. Each entry records its dispatches once, submits them
  * once to warm up (pipeline compilation, first-touch allocation), then replays the recording and
  * reports the median of several timed submits. Times come from timestamp queries where the adapter

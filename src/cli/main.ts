@@ -3,19 +3,23 @@
  *
  *   deno run --allow-read --allow-write --allow-env src/cli/main.ts <command> [options]
  *
- * Commands: `list`, `data` (ruler, babilong, corpus), `compare`, `leaderboard`, `report`; each has
+ * Commands: `list`, `data` (ruler, babilong, corpus), `compare`, `leaderboard`, `report`, `bench`,
+ * `train`, `eval`, `merge`; each has
  * `--help` with an example. Failures print one line on stderr (`--verbose` adds the stack) and exit
  * with 1, or 2 for usage errors, or 130 after Ctrl-C.
  */
 
 import { Command, Option } from "commander";
 import denoConfig from "../../deno.json" with { type: "json" };
+import { registerBench } from "./bench.ts";
 import { registerCompare } from "./compare.ts";
 import { registerData } from "./data.ts";
 import { describeFailure } from "./errors.ts";
 import { registerLeaderboard } from "./leaderboard.ts";
 import { registerList } from "./list.ts";
+import { registerMerge } from "./merge.ts";
 import { registerReport } from "./report.ts";
+import { registerTrainEval } from "./train_eval.ts";
 
 /**
  * The command tree. Errors are thrown (never `process.exit`) so `main` decides the exit status.
@@ -44,13 +48,18 @@ Examples:
   longtune list ruler
   longtune data ruler --tasks niah_single_1,vt --lengths 4096,8192 --samples 20 --out data/ruler
   longtune compare baseline.json candidate.json --markdown
-  longtune report out/report.json`,
+  longtune report out/report.json
+  longtune bench --suite quick
+  longtune merge out/quick/shard-0-of-2 out/quick/shard-1-of-2 --out out/quick`,
     );
   registerList(program);
   registerData(program);
   registerCompare(program);
   registerLeaderboard(program);
   registerReport(program);
+  registerBench(program);
+  registerTrainEval(program);
+  registerMerge(program);
   return program;
 }
 

@@ -13,7 +13,18 @@ import { pissa } from "./pissa.ts";
 import type { Method } from "./method.ts";
 
 /** The registry, in the order `longtune list methods` prints it. */
-export const METHODS: readonly Method[] = [baseline, full, lora, rslora, dora, pissa, longlora, hylorada, hybrid, focusft];
+export const METHODS: readonly Method[] = [
+  baseline,
+  full,
+  lora,
+  rslora,
+  dora,
+  pissa,
+  longlora,
+  hylorada,
+  hybrid,
+  focusft,
+];
 
 /**
  * The method named `name`.
