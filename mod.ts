@@ -235,3 +235,7 @@ export {
 } from "./src/methods/lora.ts";
 export { solveBudget } from "./src/methods/hybrid_budget.ts";
 export { createFocusftTrainer } from "./src/methods/focusft.ts";
+export { attentionDiagnostics } from "./src/eval/diagnostics.ts";
+export { createGenerator } from "./src/eval/generate.ts";
+export { createScorer } from "./src/eval/scorer.ts";
+export { loadBaseModel } from "./src/harness/base_models.ts";

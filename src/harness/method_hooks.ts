@@ -14,6 +14,7 @@
 import type { Gpu } from "../gpu/device.ts";
 import type { Tokenizer } from "../data/tokenizer.ts";
 import { createFocusftTrainer } from "../methods/focusft.ts";
+import { liftSampleAdaptation } from "../methods/lift.ts";
 import type { PreparedMethod } from "../methods/method.ts";
 import { destroyGraph } from "../model/model.ts";
 import type { AdamWConfig } from "../ops/adamw.ts";
@@ -128,7 +129,7 @@ export type SampleAdaptation = (
 ) => Promise<() => Promise<void>>;
 
 /** Per-sample adaptations by `details.perSample`. */
-export const SAMPLE_ADAPTATIONS: Record<string, SampleAdaptation> = {};
+export const SAMPLE_ADAPTATIONS: Record<string, SampleAdaptation> = { lift: liftSampleAdaptation };
 
 /** The per-sample adaptation a prepared method asks for, or null. */
 export function sampleAdaptationFor(method: string, prepared: PreparedMethod): SampleAdaptation | null {

@@ -7,7 +7,9 @@ import { dora } from "./dora.ts";
 import { focusft } from "./focusft.ts";
 import { hybrid } from "./hybrid.ts";
 import { hylorada } from "./hylorada.ts";
+import { lift } from "./lift.ts";
 import { longlora } from "./longlora.ts";
+import { lorada } from "./lorada.ts";
 import { lora, rslora } from "./lora.ts";
 import { pissa } from "./pissa.ts";
 import type { Method } from "./method.ts";
@@ -24,6 +26,8 @@ export const METHODS: readonly Method[] = [
   hylorada,
   hybrid,
   focusft,
+  lorada,
+  lift,
 ];
 
 /**

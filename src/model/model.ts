@@ -50,7 +50,7 @@ import {
   type LinearSite,
   trainableRange,
 } from "./adapter.ts";
-import { add } from "../ops/elementwise.ts";
+import { axpy } from "../ops/elementwise.ts";
 
 /** How a graph is built. */
 export interface GraphOptions {
@@ -605,7 +605,8 @@ async function blockBackward(rec: Recorder, g: Graph, l: number): Promise<void> 
     dSink: ap.sinkLogit ? s.dSink : undefined,
   };
   await attentionBackward(rec, attnGrads, inputs, g.options.mask);
-  if (mixed.dv) await add(rec, s.dv, s.dv, s.dvMix!);
+  // In place through axpy (α = 1): WebGPU refuses a buffer bound as both the input and the output of add.
+  if (mixed.dv) await axpy(rec, s.dv, s.dvMix!, 1);
   if (g.hooks.attentionBackward) {
     await g.hooks.attentionBackward(rec, l, {
       dScale: ap.logitScale ? s.dScale : undefined,
@@ -615,10 +616,10 @@ async function blockBackward(rec: Recorder, g: Graph, l: number): Promise<void> 
   if (llama) {
     await ropeBackward(rec, s.dqPre!, s.dq, g.rope!, 0);
     await ropeBackward(rec, s.dkPre!, s.dk, g.rope!, 0);
-    if (mixed.dq) await add(rec, s.dqPre!, s.dqPre!, s.dqMix!);
+    if (mixed.dq) await axpy(rec, s.dqPre!, s.dqMix!, 1);
     await splitHeadsBackward(rec, s.dqkv, s.dqPre!, s.dkPre!, s.dv);
   } else {
-    if (mixed.dq) await add(rec, s.dq, s.dq, s.dqMix!);
+    if (mixed.dq) await axpy(rec, s.dq, s.dqMix!, 1);
     await splitHeadsBackward(rec, s.dqkv, s.dq, s.dk, s.dv);
   }
   await linearBackward(rec, g, s.dln, s.dqkv, a.ln1, l, "qkv");

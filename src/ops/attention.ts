@@ -192,7 +192,8 @@ function checkInputs(what: string, inputs: AttentionInputs, mask: AttentionMask)
   return { B, H, Hkv, T, D };
 }
 
-function checkMask(what: string, mask: AttentionMask, B: number, H: number, T: number): void {
+/** Throws naming the field when `mask` does not fit (B, H, T) (shared with attention_mass.ts). */
+export function checkMask(what: string, mask: AttentionMask, B: number, H: number, T: number): void {
   if (mask.modes.length !== H) {
     throw new RangeError(
       `${what}: mask.modes has ${mask.modes.length} entries, one per query head (H = ${H})`,
@@ -243,8 +244,8 @@ function modeTensor(gpu: Gpu, modes: readonly AttentionMode[]): Tensor {
   );
 }
 
-// Bound where an optional input is absent; the kernels never read it then.
-function absent(gpu: Gpu, dtype: "f32" | "u32"): Tensor {
+/** Bound where an optional input is absent; the kernels never read it then. */
+export function absent(gpu: Gpu, dtype: "f32" | "u32"): Tensor {
   return cachedConstant(
     gpu,
     `absent:${dtype}`,
@@ -252,7 +253,8 @@ function absent(gpu: Gpu, dtype: "f32" | "u32"): Tensor {
   );
 }
 
-function maskInputs(gpu: Gpu, mask: AttentionMask): Tensor[] {
+/** The mask's bindings: per-head mode codes, turn ids and token flags (stand-ins when unused). */
+export function maskInputs(gpu: Gpu, mask: AttentionMask): Tensor[] {
   const usesTurns = mask.modes.includes("turns");
   return [
     modeTensor(gpu, mask.modes),

@@ -54,7 +54,8 @@ export interface RefResult {
 
 /**
  * A method's pieces at the model's extension points, in float64 (twins of src/model/adapter.ts's hooks):
- * a term after each block linear, a change of the final norm's output, and the attention mask.
+ * a term after each block linear, a change of the final norm's output, the attention mask and parameters,
+ * and the attention-output mix.
  */
 export interface RefHooks {
   /** Attention mask of every layer (default causal). */
@@ -71,6 +72,23 @@ export interface RefHooks {
   attention?(layer: number): { scale?: ArrayLike<number>; sink?: ArrayLike<number> | null };
   /** Receives one layer's (H,) dScale and dSink from the attention backward. */
   attentionBackward?(layer: number, dScale: Float64Array, dSink: Float64Array): void;
+  /**
+   * Replaces merging the heads: writes att (N, H·D) from o (B, H, T, D) and v (B, Hkv, T, D); qPre
+   * (B, H, T, D) is the query before RoPE (Gated Memory reads it).
+   */
+  mixOutput?(layer: number, att: Float64Array, o: Float64Array, v: Float64Array, qPre: Float64Array): void;
+  /**
+   * Writes dO (B, H, T, D) from datt (N, H·D); adds its value gradient into dv (B, Hkv, T, D, zeroed),
+   * which the model adds to the attention's after the attention backward, and its pre-RoPE query gradient
+   * into dqPre (B, H, T, D, zeroed), added to the query's gradient after the inverse RoPE.
+   */
+  mixOutputBackward?(
+    layer: number,
+    dO: Float64Array,
+    dv: Float64Array,
+    datt: Float64Array,
+    dqPre: Float64Array,
+  ): void;
 }
 
 /** Forward and backward of the model in float64. */
@@ -193,6 +211,7 @@ export function referenceModel(
       q: f64(B * H * T * D),
       k: f64(B * Hkv * T * D),
       v: f64(B * Hkv * T * D),
+      qPre: f64(B * H * T * D),
       o: f64(B * H * T * D),
       lse: f64(B * H * T),
       att: f64(N * H * D),
@@ -208,6 +227,7 @@ export function referenceModel(
     norm(a.ln1, a.m1, a.r1s, x[l], `${pre}.ln1`);
     linear(a.qkv, a.ln1, `${pre}.qkv`, N, QKV, C);
     splitHeads(a.q, a.k, a.v, a.qkv, s);
+    a.qPre.set(a.q);
     if (rope) {
       ropeRotate(a.q, a.q.slice(), rope.invFreq, rope.attentionFactor, positions, B, H, T, D);
       ropeRotate(a.k, a.k.slice(), rope.invFreq, rope.attentionFactor, positions, B, Hkv, T, D);
@@ -215,7 +235,8 @@ export function referenceModel(
     const ap = hooks.attention?.(l) ?? {};
     attnParams.push({ scale: ap.scale ?? scale, sink: ap.sink ?? null });
     attentionForward(a.o, a.lse, a.q, a.k, a.v, attnParams[l].scale, attnParams[l].sink, mask, s);
-    mergeHeads(a.att, a.o, B, H, T, D);
+    if (hooks.mixOutput) hooks.mixOutput(l, a.att, a.o, a.v, a.qPre);
+    else mergeHeads(a.att, a.o, B, H, T, D);
     a.r1.set(x[l]);
     linear(a.r1, a.att, `${pre}.attnOut`, N, C, H * D, true);
     norm(a.ln2, a.m2, a.r2s, a.r1, `${pre}.ln2`);
@@ -288,16 +309,21 @@ export function referenceModel(
       normBack(dr1, dln2, a.r1, a.m2, a.r2s, `${pre}.ln2`);
       const datt = linearBack(dr1, a.att, `${pre}.attnOut`, N, C, H * D);
       const dO = f64(B * H * T * D);
-      mergeHeadsBackward(dO, datt, B, H, T, D);
+      const dvMix = hooks.mixOutputBackward ? f64(B * Hkv * T * D) : null;
+      const dqMix = hooks.mixOutputBackward ? f64(B * H * T * D) : null;
+      if (hooks.mixOutputBackward) hooks.mixOutputBackward(l, dO, dvMix!, datt, dqMix!);
+      else mergeHeadsBackward(dO, datt, B, H, T, D);
       const dq = f64(B * H * T * D), dk = f64(B * Hkv * T * D), dv = f64(B * Hkv * T * D);
       const dScale = f64(H), dSink = f64(H);
       const ap = attnParams[l];
       attentionBackward(dq, dk, dv, dScale, dSink, dO, a.q, a.k, a.v, ap.scale, ap.sink, mask, s);
+      if (dvMix) { for (let i = 0; i < dv.length; i++) dv[i] += dvMix[i]; }
       hooks.attentionBackward?.(l, dScale, dSink);
       if (rope) {
         ropeRotate(dq, dq.slice(), rope.invFreq, rope.attentionFactor, positions, B, H, T, D, true);
         ropeRotate(dk, dk.slice(), rope.invFreq, rope.attentionFactor, positions, B, Hkv, T, D, true);
       }
+      if (dqMix) { for (let i = 0; i < dq.length; i++) dq[i] += dqMix[i]; }
       const dqkv = f64(N * QKV);
       splitHeadsBackward(dqkv, dq, dk, dv, s);
       const dln1 = linearBack(dqkv, a.ln1, `${pre}.qkv`, N, QKV, C);
