@@ -134,6 +134,7 @@ async function timeFrozen(T: number): Promise<number> {
 const calibration = Array.from({ length: 4 }, (_, i) => batchFor(Math.min(512, maxT), 100 + i));
 for (const T of lengths) {
   for (const method of methods) {
+    if (method.name === "baseline") continue; // nothing trains; the frozen forward+backward below stands in
     const ctx = { gpu, base, baseValues: values, trainLength: T, maxLength: T, seed: 1, calibration };
     const r = await timeMethod(method.name, T, () => method.prepare(ctx, method.config.parse({})));
     results.push(r);
