@@ -3,7 +3,7 @@ import { getGpu, type Gpu } from "../src/gpu/device.ts";
 import { Recorder } from "../src/gpu/recorder.ts";
 import { readTensors, type Tensor, tensorFrom, upload } from "../src/gpu/tensor.ts";
 import type { Adapter } from "../src/model/adapter.ts";
-import { dims, type ModelConfig, parseModelConfig } from "../src/model/config.ts";
+import { dims, type ModelConfig } from "../src/model/config.ts";
 import { createGraph, destroyGraph, recordForward } from "../src/model/model.ts";
 import { buildTable, paramTable } from "../src/model/params.ts";
 import { createWeights, initialWeights, type ModelWeights } from "../src/model/weights.ts";
@@ -18,25 +18,10 @@ import { createLoradaAdapter } from "../src/methods/lorada.ts";
 import { Rng } from "../src/random/philox.ts";
 import { MODE_CAUSAL } from "./reference/attention.ts";
 import { attentionMass as attentionMassRef } from "./reference/attention_mass.ts";
+import { tinyGpt2, tinyLlama } from "./reference/tiny_models.ts";
 
-const gpt2 = parseModelConfig({
-  family: "gpt2",
-  vocabSize: 37,
-  maxPositions: 16,
-  nLayer: 2,
-  nHead: 3,
-  nEmbd: 36,
-});
-const llama = parseModelConfig({
-  family: "llama",
-  vocabSize: 41,
-  maxPositions: 32,
-  nLayer: 2,
-  nHead: 4,
-  nKvHead: 2,
-  nEmbd: 48,
-  nInner: 44,
-});
+const gpt2 = tinyGpt2;
+const llama = tinyLlama;
 
 /** An adapter with no tensors that gives every layer the sink logits `sink` (H,). */
 function sinkAdapter(gpu: Gpu, sink: Float32Array): Adapter & { destroy(): void } {

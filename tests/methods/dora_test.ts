@@ -11,7 +11,6 @@ import {
   upload,
 } from "../../src/gpu/tensor.ts";
 import { NO_BASE } from "../../src/model/adapter.ts";
-import { parseModelConfig } from "../../src/model/config.ts";
 import { parameterCount } from "../../src/model/params.ts";
 import { createWeights, initialWeights, readWeights } from "../../src/model/weights.ts";
 import {
@@ -29,30 +28,15 @@ import { assertBitwiseEqual, compare } from "../reference/compare.ts";
 import * as ref from "../reference/dora.ts";
 import { randomBatch, runGraph } from "../reference/graph_run.ts";
 import { referenceModel } from "../reference/model.ts";
+import { tinyGpt2, tinyLlama } from "../reference/tiny_models.ts";
 
 /** Unit roundoff of f32. */
 const u = 2 ** -24;
 
 // Awkward sizes, as in lora_test.ts: GPT-2's k and v blocks start off a bindable offset (copied),
 // Llama's on one (bound in place).
-const gpt2 = parseModelConfig({
-  family: "gpt2",
-  vocabSize: 37,
-  maxPositions: 16,
-  nLayer: 2,
-  nHead: 3,
-  nEmbd: 36,
-});
-const llama = parseModelConfig({
-  family: "llama",
-  vocabSize: 41,
-  maxPositions: 32,
-  nLayer: 2,
-  nHead: 4,
-  nKvHead: 2,
-  nEmbd: 48,
-  nInner: 44,
-});
+const gpt2 = tinyGpt2;
+const llama = tinyLlama;
 
 function scaled(config: typeof gpt2, seed: number): Float32Array {
   const w = initialWeights(config, seed);

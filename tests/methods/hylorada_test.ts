@@ -38,26 +38,11 @@ import {
   positionScaleForward,
 } from "../reference/hylorada.ts";
 import { referenceModel } from "../reference/model.ts";
+import { tinyGpt2, tinyLlama } from "../reference/tiny_models.ts";
 
 // Awkward sizes: widths that are multiples of no tile; D = 12.
-const gpt2 = parseModelConfig({
-  family: "gpt2",
-  vocabSize: 37,
-  maxPositions: 16,
-  nLayer: 2,
-  nHead: 3,
-  nEmbd: 36,
-});
-const llama = parseModelConfig({
-  family: "llama",
-  vocabSize: 41,
-  maxPositions: 32,
-  nLayer: 2,
-  nHead: 4,
-  nKvHead: 2,
-  nEmbd: 48,
-  nInner: 44,
-});
+const gpt2 = tinyGpt2;
+const llama = tinyLlama;
 
 function scaled(config: ModelConfig, seed: number): Float32Array {
   const w = initialWeights(config, seed);

@@ -32,26 +32,11 @@ import { assertBitwiseEqual, compare } from "../reference/compare.ts";
 import { gatedMemoryRefHooks } from "../reference/gated_memory.ts";
 import { runGraph, type TestBatch } from "../reference/graph_run.ts";
 import { referenceModel } from "../reference/model.ts";
+import { tinyGpt2, tinyLlama } from "../reference/tiny_models.ts";
 
 // Awkward sizes: D = 12 (⌊√12⌋ = 3), widths that are multiples of no tile, GQA for Llama.
-const gpt2 = parseModelConfig({
-  family: "gpt2",
-  vocabSize: 37,
-  maxPositions: 16,
-  nLayer: 2,
-  nHead: 3,
-  nEmbd: 36,
-});
-const llama = parseModelConfig({
-  family: "llama",
-  vocabSize: 41,
-  maxPositions: 32,
-  nLayer: 2,
-  nHead: 4,
-  nKvHead: 2,
-  nEmbd: 48,
-  nInner: 44,
-});
+const gpt2 = tinyGpt2;
+const llama = tinyLlama;
 
 function scaled(config: ModelConfig, seed: number): Float32Array {
   const w = initialWeights(config, seed);

@@ -3,7 +3,7 @@ import type { Gpu } from "../../src/gpu/device.ts";
 import { getGpu } from "../../src/gpu/device.ts";
 import { readF32, upload } from "../../src/gpu/tensor.ts";
 import { type Adapter, ALL_BASE, type BaseTrainable, NO_BASE } from "../../src/model/adapter.ts";
-import { dims, type ModelConfig, parseModelConfig } from "../../src/model/config.ts";
+import { dims, type ModelConfig } from "../../src/model/config.ts";
 import { parameterCount } from "../../src/model/params.ts";
 import { createWeights, initialWeights, type ModelWeights, readWeights } from "../../src/model/weights.ts";
 import { composeAdapters, type ComposedAdapter, loraPart } from "../../src/methods/compose.ts";
@@ -24,26 +24,11 @@ import { assertBitwiseEqual, compare } from "../reference/compare.ts";
 import { randomBatch, runGraph, type TestBatch } from "../reference/graph_run.ts";
 import { chainRefHooks, loradaRefHooks, loraRefHooks } from "../reference/lorada.ts";
 import { referenceModel, type RefHooks } from "../reference/model.ts";
+import { tinyGpt2, tinyLlama } from "../reference/tiny_models.ts";
 
 // Awkward sizes: widths that are multiples of no tile; D = 12; Llama with GQA (H = 4, Hkv = 2).
-const gpt2 = parseModelConfig({
-  family: "gpt2",
-  vocabSize: 37,
-  maxPositions: 16,
-  nLayer: 2,
-  nHead: 3,
-  nEmbd: 36,
-});
-const llama = parseModelConfig({
-  family: "llama",
-  vocabSize: 41,
-  maxPositions: 32,
-  nLayer: 2,
-  nHead: 4,
-  nKvHead: 2,
-  nEmbd: 48,
-  nInner: 44,
-});
+const gpt2 = tinyGpt2;
+const llama = tinyLlama;
 
 function scaled(config: ModelConfig, seed: number): Float32Array {
   const w = initialWeights(config, seed);

@@ -2,7 +2,7 @@ import assert from "node:assert/strict";
 import { getGpu } from "../../src/gpu/device.ts";
 import { readF32 } from "../../src/gpu/tensor.ts";
 import { NO_BASE } from "../../src/model/adapter.ts";
-import { type ModelConfig, parseModelConfig } from "../../src/model/config.ts";
+import type { ModelConfig } from "../../src/model/config.ts";
 import { parameterCount } from "../../src/model/params.ts";
 import { createWeights, initialWeights, readWeights } from "../../src/model/weights.ts";
 import { loraConfigSchema, loraParameterCount, loraScale } from "../../src/methods/lora.ts";
@@ -21,25 +21,10 @@ import { Trainer } from "../../src/train/trainer.ts";
 import { assertBitwiseEqual, compare } from "../reference/compare.ts";
 import { randomBatch, runGraph } from "../reference/graph_run.ts";
 import { referenceModel } from "../reference/model.ts";
+import { tinyGpt2, tinyLlama } from "../reference/tiny_models.ts";
 
-const gpt2 = parseModelConfig({
-  family: "gpt2",
-  vocabSize: 37,
-  maxPositions: 16,
-  nLayer: 2,
-  nHead: 3,
-  nEmbd: 36,
-});
-const llama = parseModelConfig({
-  family: "llama",
-  vocabSize: 41,
-  maxPositions: 32,
-  nLayer: 2,
-  nHead: 4,
-  nKvHead: 2,
-  nEmbd: 48,
-  nInner: 44,
-});
+const gpt2 = tinyGpt2;
+const llama = tinyLlama;
 
 function scaled(config: ModelConfig, seed: number): Float32Array {
   const w = initialWeights(config, seed);

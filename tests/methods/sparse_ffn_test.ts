@@ -19,6 +19,7 @@ import { assertBitwiseEqual, compare } from "../reference/compare.ts";
 import { randomBatch, runGraph } from "../reference/graph_run.ts";
 import { referenceModel } from "../reference/model.ts";
 import * as ref from "../reference/sparse_ffn.ts";
+import { tinyLlama } from "../reference/tiny_models.ts";
 
 // Awkward sizes: widths that are multiples of no tile; D = 12.
 const gpt2 = parseModelConfig({
@@ -29,16 +30,7 @@ const gpt2 = parseModelConfig({
   nHead: 3,
   nEmbd: 36,
 });
-const llama = parseModelConfig({
-  family: "llama",
-  vocabSize: 41,
-  maxPositions: 32,
-  nLayer: 2,
-  nHead: 4,
-  nKvHead: 2,
-  nEmbd: 48,
-  nInner: 44,
-});
+const llama = tinyLlama;
 
 function scaled(config: ModelConfig, seed: number): Float32Array {
   const w = initialWeights(config, seed);
