@@ -37,14 +37,13 @@ import {
   writeAdamWStep,
 } from "../ops/adamw.ts";
 import { TOKEN_PAD, TOKEN_RESPONSE } from "../ops/attention.ts";
-import { checkTargets, IGNORE_INDEX } from "../ops/crossentropy.ts";
+import { IGNORE_INDEX } from "../ops/crossentropy.ts";
 import { fill } from "../ops/elementwise.ts";
-import { bucketTokens } from "../ops/encoder.ts";
 import { fillUniform } from "../ops/random.ts";
 import { reduceFull } from "../ops/reduce.ts";
 import { storeAt } from "../ops/scalar.ts";
 import { createSgdTable, destroySgdTable, sgdClipped, type SgdTable } from "../ops/sgd.ts";
-import type { HostBatch, TrainerOptions } from "./trainer.ts";
+import { type HostBatch, type TrainerOptions, uploadBatch } from "./trainer.ts";
 
 /**
  * FocuSFT's turn structure ("glm_bidir", spec §5.4) from a (B, T) loss mask (1 on response tokens):
@@ -326,41 +325,12 @@ export class FocusftTrainer {
 
   #upload(batch: HostBatch): number {
     const { B, T } = this.options;
-    const N = B * T;
-    const V = this.weights.dims.V;
-    if (batch.tokens.length !== N || batch.targets.length !== N) {
-      throw new RangeError(
-        `batch: tokens (${batch.tokens.length}) and targets (${batch.targets.length}) must each hold B·T = ${N}`,
-      );
-    }
-    checkTargets("batch.targets", batch.targets, V);
-    let counted = 0;
-    for (const t of batch.targets) if (t !== IGNORE_INDEX) counted++;
-    if (counted === 0) throw new RangeError("batch: every target is IGNORE_INDEX; nothing to train on");
-    const weights = new Float32Array(N);
-    for (let i = 0; i < N; i++) {
-      weights[i] = batch.targets[i] === IGNORE_INDEX ? 0 : (batch.weights?.[i] ?? 1) / counted;
-    }
-    const buckets = bucketTokens(batch.tokens, V);
-    const inputs = this.graph.inputs;
-    upload(this.gpu, inputs.tokens, batch.tokens);
-    upload(this.gpu, inputs.targets, batch.targets);
-    upload(this.gpu, inputs.weights, weights);
-    upload(this.gpu, inputs.bucketIds, buckets.ids);
-    upload(this.gpu, inputs.bucketStart, buckets.start);
-    upload(this.gpu, inputs.bucketPositions, buckets.positions);
-    if (inputs.turn && inputs.tokenFlags) {
-      let { turn, tokenFlags } = batch;
-      if (!turn || !tokenFlags) {
-        ({ turn, tokenFlags } = turnsFromLossMask(lossMaskFromTargets(batch.targets, B, T), B, T));
-      }
-      if (turn.length !== N || tokenFlags.length !== N) {
-        throw new RangeError(`batch: turn and tokenFlags must hold B·T = ${N} values each`);
-      }
-      upload(this.gpu, inputs.turn, turn);
-      upload(this.gpu, inputs.tokenFlags, tokenFlags);
-    }
-    return counted;
+    return uploadBatch(
+      this.gpu,
+      this.graph,
+      batch,
+      (b) => turnsFromLossMask(lossMaskFromTargets(b.targets, B, T), B, T),
+    );
   }
 
   /**

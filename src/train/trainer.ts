@@ -44,6 +44,56 @@ export interface HostBatch {
   tokenFlags?: Uint32Array;
 }
 
+/**
+ * Uploads a batch into a training graph's inputs: tokens, targets, per-token loss weights pre-divided
+ * by the counted targets (so the recorded loss kernel needs no per-step uniform), the encoder's buckets,
+ * and the turns mask's ids and flags — from the batch, or from `turns(batch)` when it has none. Returns
+ * the counted targets; throws naming the field when the batch does not fit the graph.
+ */
+export function uploadBatch(
+  gpu: Gpu,
+  graph: Graph,
+  batch: HostBatch,
+  turns?: (batch: HostBatch) => { turn: Uint32Array; tokenFlags: Uint32Array },
+): number {
+  const { B, T } = graph.options;
+  const N = B * T;
+  const V = graph.weights.dims.V;
+  if (batch.tokens.length !== N || batch.targets.length !== N) {
+    throw new RangeError(
+      `batch: tokens (${batch.tokens.length}) and targets (${batch.targets.length}) must each hold B·T = ${N}`,
+    );
+  }
+  checkTargets("batch.targets", batch.targets, V);
+  let counted = 0;
+  for (const t of batch.targets) if (t !== IGNORE_INDEX) counted++;
+  if (counted === 0) throw new RangeError("batch: every target is IGNORE_INDEX; nothing to train on");
+  const weights = new Float32Array(N);
+  for (let i = 0; i < N; i++) {
+    weights[i] = batch.targets[i] === IGNORE_INDEX ? 0 : (batch.weights?.[i] ?? 1) / counted;
+  }
+  const buckets = bucketTokens(batch.tokens, V);
+  const inputs = graph.inputs;
+  upload(gpu, inputs.tokens, batch.tokens);
+  upload(gpu, inputs.targets, batch.targets);
+  upload(gpu, inputs.weights, weights);
+  upload(gpu, inputs.bucketIds, buckets.ids);
+  upload(gpu, inputs.bucketStart, buckets.start);
+  upload(gpu, inputs.bucketPositions, buckets.positions);
+  if (inputs.turn && inputs.tokenFlags) {
+    const given = batch.turn && batch.tokenFlags
+      ? { turn: batch.turn, tokenFlags: batch.tokenFlags }
+      : undefined;
+    const mask = given ?? turns?.(batch);
+    if (mask?.turn.length !== N || mask?.tokenFlags.length !== N) {
+      throw new RangeError(`batch: the turns mask needs turn and tokenFlags arrays of B·T = ${N} each`);
+    }
+    upload(gpu, inputs.turn, mask.turn);
+    upload(gpu, inputs.tokenFlags, mask.tokenFlags);
+  }
+  return counted;
+}
+
 /** How a Trainer is built. */
 export interface TrainerOptions {
   B: number;
@@ -216,39 +266,7 @@ export class Trainer {
   }
 
   #upload(batch: HostBatch): number {
-    const { B, T } = this.options;
-    const N = B * T;
-    const V = this.weights.dims.V;
-    if (batch.tokens.length !== N || batch.targets.length !== N) {
-      throw new RangeError(
-        `batch: tokens (${batch.tokens.length}) and targets (${batch.targets.length}) must each hold B·T = ${N}`,
-      );
-    }
-    checkTargets("batch.targets", batch.targets, V);
-    let counted = 0;
-    for (const t of batch.targets) if (t !== IGNORE_INDEX) counted++;
-    if (counted === 0) throw new RangeError("batch: every target is IGNORE_INDEX; nothing to train on");
-    // Weights carry the 1/count of the mean loss, so the recorded loss kernel needs no per-step uniform.
-    const weights = new Float32Array(N);
-    for (let i = 0; i < N; i++) {
-      weights[i] = batch.targets[i] === IGNORE_INDEX ? 0 : (batch.weights?.[i] ?? 1) / counted;
-    }
-    const buckets = bucketTokens(batch.tokens, V);
-    const inputs = this.graph.inputs;
-    upload(this.gpu, inputs.tokens, batch.tokens);
-    upload(this.gpu, inputs.targets, batch.targets);
-    upload(this.gpu, inputs.weights, weights);
-    upload(this.gpu, inputs.bucketIds, buckets.ids);
-    upload(this.gpu, inputs.bucketStart, buckets.start);
-    upload(this.gpu, inputs.bucketPositions, buckets.positions);
-    if (inputs.turn && inputs.tokenFlags) {
-      if (batch.turn?.length !== N || batch.tokenFlags?.length !== N) {
-        throw new RangeError(`batch: the turns mask needs turn and tokenFlags arrays of B·T = ${N} each`);
-      }
-      upload(this.gpu, inputs.turn, batch.turn);
-      upload(this.gpu, inputs.tokenFlags, batch.tokenFlags);
-    }
-    return counted;
+    return uploadBatch(this.gpu, this.graph, batch);
   }
 
   /** One optimizer step on `batch`: uploads it, then one submit of the recorded step. */
