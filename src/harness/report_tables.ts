@@ -89,9 +89,33 @@ export function perLength(
   });
 }
 
-/** The per-length headline number of a group, by family: RULER/custom primary, BABILong qa1–qa5, token PPL. */
+// Mean accuracy over a BABILong cell's tasks (used where the evaluation does not run all of qa1–qa5).
+function babilongTaskMean(cell: Cell): number | null {
+  const tasks = Object.values(cell.extras.babilong?.tasks ?? {});
+  return tasks.length === 0 ? null : mean(tasks.map((t) => t.accuracy));
+}
+
+// The bAbI tasks a BABILong view's cells ran, sorted by number.
+function babilongViewTasks(view: TaskView): string[] {
+  const names = new Set<string>();
+  for (const byLength of view.groups.values()) {
+    for (const group of byLength.values()) {
+      for (const cell of group.cells) {
+        for (const name of Object.keys(cell.extras.babilong?.tasks ?? {})) names.add(name);
+      }
+    }
+  }
+  return [...names].sort((a, b) => Number(a.slice(2)) - Number(b.slice(2)));
+}
+
+/**
+ * The per-length headline number of a group, by family: RULER/custom primary, token PPL, and for BABILong
+ * the qa1–qa5 mean — or, for an evaluation that runs only some of qa1–qa5, the mean over its tasks.
+ */
 export function headlineValue(group: CellGroup): number | null {
-  if (group.family === "babilong") return groupCellMean(group, babilongQa15);
+  if (group.family === "babilong") {
+    return groupCellMean(group, (cell) => babilongQa15(cell) ?? babilongTaskMean(cell));
+  }
   if (group.family === "perplexity") {
     return groupCellMean(group, (cell) => cell.extras.perplexity?.tokenPerplexity);
   }
@@ -100,7 +124,11 @@ export function headlineValue(group: CellGroup): number | null {
 
 /** The headline's name and direction for a task, as shown in headers. */
 export function headlineLabel(view: TaskView): { name: string; better: "higher" | "lower" | "none" } {
-  if (view.family === "babilong") return { name: "qa1–qa5 accuracy", better: "higher" };
+  if (view.family === "babilong") {
+    const tasks = babilongViewTasks(view);
+    const headline = BABILONG_HEADLINE_TASKS.every((task) => tasks.includes(task));
+    return { name: headline ? "qa1–qa5 accuracy" : `${tasks.join(", ")} accuracy`, better: "higher" };
+  }
   if (view.family === "perplexity") return { name: "token PPL", better: "lower" };
   if (view.family === "ruler") return { name: "RULER score", better: "higher" };
   for (const byLength of view.groups.values()) {
