@@ -19,7 +19,7 @@
  */
 import type { Gpu } from "../gpu/device.ts";
 import { Recorder } from "../gpu/recorder.ts";
-import { createTensor, readF32, type Tensor, tensorFrom } from "../gpu/tensor.ts";
+import { createTensor, readTensors, type Tensor, tensorFrom } from "../gpu/tensor.ts";
 import type { Graph } from "../model/model.ts";
 import { attentionMass } from "../ops/attention_mass.ts";
 
@@ -151,18 +151,22 @@ export async function attentionDiagnostics(
     label: "diagnostics.categories",
     dtype: "u32",
   });
-  const mass = createTensor(gpu, [B, H, rows, cols], { label: "diagnostics.mass" });
+  // One mass tensor per layer, every layer recorded into one submit and read back together.
+  const masses = Array.from(
+    { length: L },
+    (_, l) => createTensor(gpu, [B, H, rows, cols], { label: `diagnostics.mass.${l}` }),
+  );
   const hasDistractor = flagged(roles.distractor), hasNeedle = flagged(roles.needle);
-  const heads: AttentionMassSummary[][] = [];
+  let values: Float32Array[];
   try {
-    for (let l = 0; l < L; l++) {
-      const block = graph.blocks[l];
-      const ap = graph.attentionParams[l] ?? {};
-      const rec = new Recorder(gpu, `attention diagnostics, layer ${l}`);
-      try {
+    const rec = new Recorder(gpu, "attention diagnostics");
+    try {
+      for (let l = 0; l < L; l++) {
+        const block = graph.blocks[l];
+        const ap = graph.attentionParams[l] ?? {};
         await attentionMass(
           rec,
-          mass,
+          masses[l],
           {
             q: block.q,
             k: block.k,
@@ -174,26 +178,28 @@ export async function attentionDiagnostics(
           mask,
           { categoryCount: CATEGORIES, rows: { from, to } },
         );
-        await rec.submit();
-      } finally {
-        rec.destroy();
       }
-      const m = await readF32(gpu, mass);
-      heads.push(Array.from({ length: H }, (_, h) => {
-        const sums = new Float64Array(cols);
-        for (let b = 0; b < B; b++) {
-          for (let i = 0; i < rows; i++) {
-            if (!roles.response[b * T + from + i]) continue;
-            const at = ((b * H + h) * rows + i) * cols;
-            for (let c = 0; c < cols; c++) sums[c] += m[at + c];
-          }
-        }
-        return summary(sums, queries, hasDistractor, hasNeedle);
-      }));
+      await rec.submit();
+    } finally {
+      rec.destroy();
     }
+    values = (await readTensors(gpu, masses)) as Float32Array[];
   } finally {
-    for (const t of [categories, mass] as Tensor[]) t.buffer.destroy();
+    for (const t of [categories, ...masses] as Tensor[]) t.buffer.destroy();
   }
+  const heads: AttentionMassSummary[][] = values.map((m) =>
+    Array.from({ length: H }, (_, h) => {
+      const sums = new Float64Array(cols);
+      for (let b = 0; b < B; b++) {
+        for (let i = 0; i < rows; i++) {
+          if (!roles.response[b * T + from + i]) continue;
+          const at = ((b * H + h) * rows + i) * cols;
+          for (let c = 0; c < cols; c++) sums[c] += m[at + c];
+        }
+      }
+      return summary(sums, queries, hasDistractor, hasNeedle);
+    })
+  );
   const layers = heads.map((row) => meanOf(row));
   return { definitions: DIAGNOSTIC_DEFINITIONS, queries, overall: meanOf(layers), layers, heads };
 }
