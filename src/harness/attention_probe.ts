@@ -6,18 +6,20 @@
  * The prompt runs through the model's own forward (the method's adapter and evaluation mask
  * attached); each layer's attention kernel leaves the queries and keys it used (after RoPE) and the
  * row log-sum-exp lse (sink logit included) in the graph, so the probability of key j for the last
- * query of head h is exp(scale_h · q·k_j − lse) — the kernel's own softmax, recomputed in float64 for
- * one row. The sink logit's own mass, exp(sink_h − lse), counts as sink mass.
+ * query of head h is exp(scale_h · q·k_j − lse) — the kernel's own softmax, summed per region for that
+ * one row by the attention-mass kernel (src/ops/attention_mass.ts) in the same submit as the forward.
+ * The sink logit's own mass, exp(sink_h − lse), counts as sink mass.
  *
  * Defined for masks under which the last query sees every earlier key (causal, full); others refuse.
  */
 
 import type { Gpu } from "../gpu/device.ts";
 import { Recorder } from "../gpu/recorder.ts";
-import { readTensors, type Tensor, upload } from "../gpu/tensor.ts";
+import { createTensor, readTensors, tensorFrom, upload } from "../gpu/tensor.ts";
 import type { Adapter } from "../model/adapter.ts";
 import { createGraph, destroyGraph, type GraphOptions, recordForward } from "../model/model.ts";
 import type { ModelWeights } from "../model/weights.ts";
+import { attentionMass } from "../ops/attention_mass.ts";
 import type { TokenSpan } from "../eval/sweeps.ts";
 
 /** Token regions of a prompt (half-open spans). */
@@ -69,55 +71,57 @@ export async function attentionMasses(
     mask: model.evalMask,
     adapter: model.adapter ?? undefined,
   });
+  // Category bits per key: sink positions, context past the sinks, needle, distractors.
+  const sinks = Math.min(regions.sinks, T);
+  const bits = new Uint32Array(T);
+  const mark = (spans: readonly TokenSpan[], bit: number, from = 0) => {
+    for (const s of spans) {
+      for (let j = Math.max(from, s.start); j < Math.min(T, s.end); j++) bits[j] |= bit;
+    }
+  };
+  for (let j = 0; j < sinks; j++) bits[j] |= 1;
+  mark(regions.context, 2, sinks);
+  mark(regions.needle, 4);
+  mark(regions.distractors, 8);
+  const { L, H } = model.weights.dims;
+  const categories = tensorFrom(gpu, [1, T], bits, { label: "probe.categories", dtype: "u32" });
+  const masses = Array.from(
+    { length: L },
+    (_, l) => createTensor(gpu, [1, H, 1, 6], { label: `probe.mass.${l}` }),
+  );
   try {
     upload(gpu, g.inputs.tokens, tokens);
     const rec = new Recorder(gpu, "attention probe");
     await recordForward(rec, g, { logitsOnly: true });
-    await rec.submit();
-    const { L, H, Hkv, D } = model.weights.dims;
-    const wanted: Tensor[] = [];
     for (let l = 0; l < L; l++) {
       const ap = g.attentionParams[l] ?? {};
-      wanted.push(g.blocks[l].q, g.blocks[l].k, g.blocks[l].lse, ap.logitScale ?? g.logitScale);
-      if (ap.sinkLogit) wanted.push(ap.sinkLogit);
+      const block = g.blocks[l];
+      await attentionMass(
+        rec,
+        masses[l],
+        {
+          q: block.q,
+          k: block.k,
+          lse: block.lse,
+          logitScale: ap.logitScale ?? g.logitScale,
+          sinkLogit: ap.sinkLogit,
+          categories,
+        },
+        g.options.mask,
+        { categoryCount: 4, rows: { from: T - 1, to: T } },
+      );
     }
-    const values = await readTensors(gpu, wanted);
-    let at = 0;
+    await rec.submit();
+    const values = (await readTensors(gpu, masses)) as Float32Array[];
+    // Columns: sink, context, needle, distractors, no category, sink logit.
     const sums = { sink: 0, context: 0, needle: 0, distractors: 0 };
-    const inSpans = (spans: readonly TokenSpan[]) => {
-      const mask = new Uint8Array(T);
-      for (const s of spans) mask.fill(1, Math.max(0, s.start), Math.min(T, s.end));
-      return mask;
-    };
-    const masks = {
-      context: inSpans(regions.context),
-      needle: inSpans(regions.needle),
-      distractors: inSpans(regions.distractors),
-    };
-    const sinks = Math.min(regions.sinks, T);
-    for (let l = 0; l < L; l++) {
-      const ap = g.attentionParams[l] ?? {};
-      const q = values[at++] as Float32Array;
-      const k = values[at++] as Float32Array;
-      const lse = values[at++] as Float32Array;
-      const scale = values[at++] as Float32Array;
-      const sink = ap.sinkLogit ? values[at++] as Float32Array : null;
+    for (const m of values) {
       for (let h = 0; h < H; h++) {
-        const kvHead = Math.floor(h / (H / Hkv));
-        const qRow = (h * T + (T - 1)) * D;
-        const rowLse = lse[h * T + T - 1];
-        let sinkMass = sink ? Math.exp(sink[h] - rowLse) : 0;
-        for (let j = 0; j < T; j++) {
-          let dot = 0;
-          const kRow = (kvHead * T + j) * D;
-          for (let d = 0; d < D; d++) dot += q[qRow + d] * k[kRow + d];
-          const p = Math.exp(scale[h] * dot - rowLse);
-          if (j < sinks) sinkMass += p;
-          else if (masks.context[j]) sums.context += p;
-          if (masks.needle[j]) sums.needle += p;
-          if (masks.distractors[j]) sums.distractors += p;
-        }
-        sums.sink += sinkMass;
+        const at = h * 6;
+        sums.sink += m[at] + m[at + 5];
+        sums.context += m[at + 1];
+        sums.needle += m[at + 2];
+        sums.distractors += m[at + 3];
       }
     }
     const heads = L * H;
@@ -128,6 +132,7 @@ export async function attentionMasses(
       distractors: regions.distractors.length > 0 ? sums.distractors / heads : null,
     };
   } finally {
+    for (const t of [categories, ...masses]) t.buffer.destroy();
     destroyGraph(g);
   }
 }
