@@ -21,7 +21,7 @@
 import type { Gpu } from "../gpu/device.ts";
 import { checked } from "../gpu/device.ts";
 import { Recorder } from "../gpu/recorder.ts";
-import { createTensor, readF32, readTensors, type Tensor, upload } from "../gpu/tensor.ts";
+import { createTensor, readF32, type Tensor, upload } from "../gpu/tensor.ts";
 import { type Adapter, type BaseTrainable, NO_BASE, trainableRange } from "../model/adapter.ts";
 import { createGraph, destroyGraph, type Graph, recordBackward, recordForward } from "../model/model.ts";
 import { decays, type ParamEntry } from "../model/params.ts";
@@ -41,8 +41,8 @@ import { IGNORE_INDEX } from "../ops/crossentropy.ts";
 import { fill } from "../ops/elementwise.ts";
 import { fillUniform } from "../ops/random.ts";
 import { reduceFull } from "../ops/reduce.ts";
-import { storeAt } from "../ops/scalar.ts";
 import { createSgdTable, destroySgdTable, sgdClipped, type SgdTable } from "../ops/sgd.ts";
+import { LossLog } from "./loss_log.ts";
 import { type HostBatch, type TrainerOptions, uploadBatch } from "./trainer.ts";
 
 /**
@@ -165,16 +165,9 @@ export class FocusftTrainer {
   readonly sgd: SgdTable | null;
   #stepValues: Tensor;
   #gradSumSq: Tensor;
-  #history: Tensor;
-  #innerHistory: Tensor[];
-  #slot: Tensor;
+  #log: LossLog;
   #recording: Recorder;
   #step = 0;
-  #counts: number[] = [];
-  #read: number[] = [];
-  #innerRead: number[][] = [];
-  #pending: Promise<void>[] = [];
-  #readUpTo = 0;
 
   private constructor(
     readonly gpu: Gpu,
@@ -235,14 +228,8 @@ export class FocusftTrainer {
       : null;
     this.#stepValues = createAdamWStep(gpu, "focusft.adam.step");
     this.#gradSumSq = createTensor(gpu, [1], { label: "focusft.gradSumSq" });
-    const k = options.lossReadEvery ?? 10;
-    if (!Number.isInteger(k) || k < 1) throw new RangeError(`lossReadEvery ${k} must be a positive integer`);
-    this.#history = createTensor(gpu, [k], { label: "focusft.lossHistory" });
-    this.#innerHistory = Array.from(
-      { length: setup.innerSteps },
-      (_, i) => createTensor(gpu, [k], { label: `focusft.innerLossHistory.${i}` }),
-    );
-    this.#slot = createTensor(gpu, [1], { label: "focusft.lossSlot", dtype: "u32" });
+    // Ring 0: the outer loss; rings 1…innerSteps: the inner losses before each inner update.
+    this.#log = new LossLog(gpu, options.lossReadEvery ?? 10, 1 + setup.innerSteps, "focusft.lossHistory");
     this.#recording = new Recorder(gpu, "focusft step");
   }
 
@@ -295,7 +282,7 @@ export class FocusftTrainer {
     const inner: Graph = { ...g, grads: null, trainable: NO_BASE };
     for (let k = 0; k < s.innerSteps; k++) {
       await recordForward(rec, inner, { gradScale: 1 });
-      await storeAt(rec, this.#innerHistory[k], g.lossSum, this.#slot);
+      await this.#log.record(rec, 1 + k, g.lossSum);
       await recordBackward(rec, inner);
       await sgdClipped(rec, params, g.adapterGrads!, this.sgd!, { lr: s.innerLr, maxNorm: s.innerClip });
     }
@@ -315,7 +302,7 @@ export class FocusftTrainer {
       this.#stepValues,
       clip ? this.#gradSumSq : undefined,
     );
-    await storeAt(rec, this.#history, g.lossSum, this.#slot);
+    await this.#log.record(rec, 0, g.lossSum);
   }
 
   /** Steps taken so far. */
@@ -342,7 +329,7 @@ export class FocusftTrainer {
     const t = this.#step + 1;
     const lr = this.options.schedule?.(t) ?? this.config.lr;
     writeAdamWStep(this.gpu, this.#stepValues, this.outer.table, { step: t, lr });
-    upload(this.gpu, this.#slot, [this.#step]);
+    this.#log.beforeSubmit();
     const reset = new Recorder(this.gpu, "focusft reset");
     const s = this.setup;
     const params = s.adapter.params!;
@@ -361,48 +348,26 @@ export class FocusftTrainer {
     // Its uniform buffer goes once the GPU is done with this submit.
     this.gpu.device.queue.onSubmittedWorkDone().then(() => reset.destroy());
     this.#step = t;
-    this.#counts.push(counted);
-    if (this.#step - this.#readUpTo === this.#history.shape[0]) this.#startRead();
-  }
-
-  #startRead(): void {
-    const from = this.#readUpTo;
-    const to = this.#step;
-    if (to === from) return;
-    const k = this.#history.shape[0];
-    this.#readUpTo = to;
-    this.#pending.push(
-      readTensors(this.gpu, [this.#history, ...this.#innerHistory]).then(([ring, ...inner]) => {
-        for (let s = from; s < to; s++) {
-          this.#read[s] = ring[s % k];
-          this.#innerRead[s] = inner.map((r) => r[s % k]);
-        }
-      }),
-    );
-  }
-
-  async #settle(): Promise<void> {
-    this.#startRead();
-    await Promise.all(this.#pending);
-    this.#pending = [];
+    this.#log.afterSubmit(counted);
   }
 
   /** The outer (token-mean) loss of every step so far, waiting for outstanding readbacks. */
   async losses(): Promise<number[]> {
-    await this.#settle();
-    return this.#read.map((sum, s) => sum / this.#counts[s]);
+    await this.#log.settle();
+    return this.#log.means(0);
   }
 
   /** Per step, the inner losses before each inner update (token means). */
   async innerLosses(): Promise<number[][]> {
-    await this.#settle();
-    return this.#innerRead.map((sums, s) => sums.map((x) => x / this.#counts[s]));
+    await this.#log.settle();
+    const log = this.#log;
+    return log.sums.map((row, s) => row.slice(1).map((x) => x / log.counts[s]));
   }
 
   /** The raw f32 outer loss sums (for bitwise comparisons). */
   async lossSums(): Promise<Float32Array> {
-    await this.#settle();
-    return Float32Array.from(this.#read);
+    await this.#log.settle();
+    return Float32Array.from(this.#log.sums, (row) => row[0]);
   }
 
   /** The outer step's gradients (base table, or the adapter's with an outer LoRA) after the last step. */
@@ -424,6 +389,6 @@ export class FocusftTrainer {
     for (const t of [o.m, o.v, o.table.table, o.table.chunks, this.#stepValues, this.#gradSumSq]) {
       t.buffer.destroy();
     }
-    for (const t of [this.#history, ...this.#innerHistory, this.#slot]) t.buffer.destroy();
+    this.#log.destroy();
   }
 }

@@ -24,12 +24,12 @@ import {
 import { checkTargets, IGNORE_INDEX } from "../ops/crossentropy.ts";
 import { bucketTokens } from "../ops/encoder.ts";
 import { reduceFull } from "../ops/reduce.ts";
-import { storeAt } from "../ops/scalar.ts";
 import { hashJson } from "../data/hash.ts";
 import { createGraph, type Graph, type GraphOptions, recordBackward, recordForward } from "../model/model.ts";
 import { decays } from "../model/params.ts";
 import { type Adapter, ALL_BASE, type BaseTrainable, trainableRange } from "../model/adapter.ts";
 import { add } from "../ops/elementwise.ts";
+import { LossLog } from "./loss_log.ts";
 import { readSafetensors, writeSafetensors } from "../model/safetensors.ts";
 import type { ModelWeights } from "../model/weights.ts";
 
@@ -138,14 +138,9 @@ export class Trainer {
   readonly adapterPart: OptimizerPart | null;
   #stepValues: Tensor;
   #gradSumSq: Tensor;
-  #history: Tensor;
-  #slot: Tensor;
+  #log: LossLog;
   #recording: Recorder;
   #step = 0;
-  #counts: number[] = [];
-  #read: number[] = [];
-  #pending: Promise<void>[] = [];
-  #readUpTo = 0;
 
   private constructor(
     readonly gpu: Gpu,
@@ -207,10 +202,7 @@ export class Trainer {
     }
     this.#stepValues = createAdamWStep(gpu);
     this.#gradSumSq = createTensor(gpu, [1], { label: "gradSumSq" });
-    const k = options.lossReadEvery ?? 10;
-    if (!Number.isInteger(k) || k < 1) throw new RangeError(`lossReadEvery ${k} must be a positive integer`);
-    this.#history = createTensor(gpu, [k], { label: "lossHistory" });
-    this.#slot = createTensor(gpu, [1], { label: "lossSlot", dtype: "u32" });
+    this.#log = new LossLog(gpu, options.lossReadEvery ?? 10, 1, "lossHistory");
     this.#recording = new Recorder(gpu, "train step");
   }
 
@@ -257,7 +249,7 @@ export class Trainer {
         clip ? this.#gradSumSq : undefined,
       );
     }
-    await storeAt(rec, this.#history, g.lossSum, this.#slot);
+    await this.#log.record(rec, 0, g.lossSum);
   }
 
   /** Steps taken so far. */
@@ -275,26 +267,10 @@ export class Trainer {
     const t = this.#step + 1;
     const lr = this.options.schedule?.(t) ?? this.config.lr;
     writeAdamWStep(this.gpu, this.#stepValues, (this.base ?? this.adapterPart)!.table, { step: t, lr });
-    upload(this.gpu, this.#slot, [this.#step]);
+    this.#log.beforeSubmit();
     await this.#recording.submit();
     this.#step = t;
-    this.#counts.push(counted);
-    const k = this.#history.shape[0];
-    if (this.#step - this.#readUpTo === k) this.#startRead();
-  }
-
-  // Copies the ring now (queued after the last step, before the next) and converts it when mapped.
-  #startRead(): void {
-    const from = this.#readUpTo;
-    const to = this.#step;
-    if (to === from) return;
-    const k = this.#history.shape[0];
-    this.#readUpTo = to;
-    this.#pending.push(
-      readTensors(this.gpu, [this.#history]).then(([ring]) => {
-        for (let s = from; s < to; s++) this.#read[s] = ring[s % k];
-      }),
-    );
+    this.#log.afterSubmit(counted);
   }
 
   /**
@@ -302,16 +278,14 @@ export class Trainer {
    * returned already divided), waiting for outstanding readbacks.
    */
   async losses(): Promise<number[]> {
-    this.#startRead();
-    await Promise.all(this.#pending);
-    this.#pending = [];
-    return this.#read.map((sum, s) => sum / this.#counts[s]);
+    await this.#log.settle();
+    return this.#log.means();
   }
 
   /** The raw f32 loss sums (for bitwise comparisons). */
   async lossSums(): Promise<Float32Array> {
-    await this.losses();
-    return Float32Array.from(this.#read);
+    await this.#log.settle();
+    return Float32Array.from(this.#log.sums, (row) => row[0]);
   }
 
   /**
@@ -334,8 +308,8 @@ export class Trainer {
       config: JSON.stringify(this.weights.config),
       optimizer: JSON.stringify(this.config),
       tableHash: this.#tableHash(),
-      losses: JSON.stringify(this.#read),
-      counts: JSON.stringify(this.#counts),
+      losses: JSON.stringify(this.#log.sums.map((row) => row[0])),
+      counts: JSON.stringify(this.#log.counts),
     };
     await writeSafetensors(path, tensors, meta);
   }
@@ -384,9 +358,7 @@ export class Trainer {
       upload(this.gpu, q.v, file.tensors.get(`${prefix}adam.v`)!.data as Float32Array);
     }
     this.#step = Number(meta.step);
-    this.#read = JSON.parse(meta.losses);
-    this.#counts = JSON.parse(meta.counts);
-    this.#readUpTo = this.#step;
+    this.#log.restore(this.#step, JSON.parse(meta.losses), JSON.parse(meta.counts));
   }
 
   /** The current base gradient table (after the last step's backward). */
