@@ -2,7 +2,7 @@
  * Attention diagnostics over every response query of a batch, per layer and head, from a graph's own
  * forward: attention sink mass, context engagement and distractor mass (methods spec §5.5). These are
  * WORKING DEFINITIONS [UNVERIFIED]: FocuSFT's paper names the metrics but neither its code nor any text
- * we could reach defines them, so these follow the spec's placeholders until the paper's are checked:
+ * we could reach defines them, so these implement the spec's working definitions (§5.5) until the paper's are checked:
  *
  * - sink mass (k = 1 and k = 4, as StreamingLLM's sinks): the mean over response queries of the softmax
  *   probability on positions t < k of the query's own sequence; a learned sink logit's own mass
