@@ -13,6 +13,7 @@ import {
   pissaFactors,
   pissaIterations,
   pissaParameterCount,
+  pissaToLora,
   randomizedSvd,
   type Svd,
 } from "../../src/methods/pissa.ts";
@@ -229,6 +230,35 @@ Deno.test("pissaFactors: s·B·A is the top-r part of W0 and W_res + s·B·A = W
       `‖A[${c}]‖² ${norm} vs σ/s ${svd.s[c] / scale}`,
     );
   }
+});
+
+Deno.test("pissaToLora: the rank-2r LoRA on W0 equals the trained adapter on the residual", () => {
+  const out = 11, inDim = 9, r = 3, scale = 2;
+  const w0 = fillUniform(new Float32Array(out * inDim), 8, 0, -1, 1);
+  const f = pissaFactors(w0, out, inDim, r, scale, null, 0, 0);
+  // "Trained" factors: the initial ones moved by random amounts.
+  const a = Float32Array.from(f.a, (x, i) => x + 0.1 * Math.sin(i));
+  const b = Float32Array.from(f.b, (x, i) => x + 0.1 * Math.cos(i));
+  const two = pissaToLora(a, b, f.a, f.b, r, inDim, out);
+  const product = (bb: ArrayLike<number>, aa: ArrayLike<number>, rank: number, i: number, j: number) => {
+    let sum = 0;
+    for (let c = 0; c < rank; c++) sum += bb[i * rank + c] * aa[c * inDim + j];
+    return sum;
+  };
+  const onResidual = new Float64Array(out * inDim);
+  const onW0 = new Float64Array(out * inDim);
+  for (let i = 0; i < out; i++) {
+    for (let j = 0; j < inDim; j++) {
+      onResidual[i * inDim + j] = f.residual[i * inDim + j] + scale * product(b, a, r, i, j);
+      onW0[i * inDim + j] = w0[i * inDim + j] + scale * product(two.b, two.a, 2 * r, i, j);
+    }
+  }
+  // W_res carries half an ulp of rounding (see pissaFactors' test); the rest is exact algebra in float64.
+  compare("W0 + s·B₂·A₂ vs W_res + s·B·A", onW0, onResidual, { atol: 2 ** -23 * maxAbs(w0), rtol: 0 });
+  assert.throws(
+    () => pissaToLora(a, b, f.a, f.b.subarray(1), r, inDim, out),
+    /B0 has 32 values, expected 33/,
+  );
 });
 
 for (
