@@ -337,14 +337,13 @@ export function createGraph(gpu: Gpu, weights: ModelWeights, opts: GraphOptions)
 }
 
 const p = (g: Graph, name: string) => viewOf(g.weights.params, g.weights.table, name);
-// The gradient of a base tensor that trains, or null (frozen, or no base gradient table).
+// The gradient of a base tensor (a table entry, never a q/k/v view) that trains, or null (frozen, or
+// no base gradient table).
 const dp = (g: Graph, name: string): Tensor | null => {
   if (!g.grads) return null;
   const entry = g.weights.table.byName.get(name);
   if (!entry) throw new RangeError(`parameter table has no tensor "${name}"`);
-  const base = entry.name.match(/^(h\.\d+)\.[qkv]\.(w|b)$/);
-  const owner = base ? g.weights.table.byName.get(`${base[1]}.qkv.${base[2]}`)! : entry;
-  return trainableRange(g.trainable, owner) ? view(g.grads, entry) : null;
+  return trainableRange(g.trainable, entry) ? view(g.grads, entry) : null;
 };
 // Where a norm writes its weight gradient: the table when it exists (frozen ranges are zeroed after
 // the backward), else scratch.
