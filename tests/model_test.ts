@@ -9,6 +9,7 @@ import { createWeights, initialWeights } from "../src/model/weights.ts";
 import { Rng } from "../src/random/philox.ts";
 import { assertBitwiseEqual, compare } from "./reference/compare.ts";
 import { referenceModel } from "./reference/model.ts";
+import { randomBatch } from "./reference/graph_run.ts";
 import { adamwUpdate } from "./reference/train_ops.ts";
 import { type HostBatch, Trainer } from "../src/train/trainer.ts";
 import { decays, paramTable } from "../src/model/params.ts";
@@ -32,14 +33,6 @@ const llamaTiny = parseModelConfig({
   nInner: 40,
   rope: { type: "yarn", factor: 2, originalMaxPositions: 8, base: 10000 },
 });
-
-function randomBatch(V: number, N: number, seed: number) {
-  const rng = new Rng(seed, 77);
-  const tokens = Uint32Array.from({ length: N }, () => rng.int(V));
-  const targets = Int32Array.from({ length: N }, (_, i) => (i % 5 === 3 ? -100 : rng.int(V)));
-  const weights = Float32Array.from(targets, (t) => (t === -100 ? 0 : 0.5 + rng.uniform()));
-  return { tokens, targets, weights };
-}
 
 // Larger-than-init weights make every gradient path matter (GPT-2's 0.02 leaves attention nearly uniform).
 function scaledWeights(config: typeof gpt2Tiny, seed: number): Float32Array {
