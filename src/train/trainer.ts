@@ -233,9 +233,12 @@ export class Trainer {
     const clip = this.config.maxGradNorm !== undefined;
     if (clip) {
       // One global norm over both parts, summed in a fixed order.
-      for (const q of parts) await reduceFull(rec, q.sumSq, q.grads, "sumsq");
-      if (parts.length === 2) await add(rec, this.#gradSumSq, parts[0].sumSq, parts[1].sumSq);
-      else rec.copy(this.#gradSumSq, parts[0].sumSq);
+      if (parts.length === 1) {
+        await reduceFull(rec, this.#gradSumSq, parts[0].grads, "sumsq");
+      } else {
+        for (const q of parts) await reduceFull(rec, q.sumSq, q.grads, "sumsq");
+        await add(rec, this.#gradSumSq, parts[0].sumSq, parts[1].sumSq);
+      }
     }
     for (const q of parts) {
       await adamw(
