@@ -16,7 +16,6 @@ import type { Tokenizer } from "../data/tokenizer.ts";
 import { createFocusftTrainer } from "../methods/focusft.ts";
 import { liftSampleAdaptation } from "../methods/lift.ts";
 import type { PreparedMethod } from "../methods/method.ts";
-import { destroyGraph } from "../model/model.ts";
 import type { AdamWConfig } from "../ops/adamw.ts";
 import { type HostBatch, Trainer } from "../train/trainer.ts";
 
@@ -43,19 +42,6 @@ export interface TrainerRequest {
 /** Builds a training loop for a prepared method. */
 export type TrainerFactory = (request: TrainerRequest) => Promise<MethodTrainer>;
 
-// Both trainers keep their graph and AdamW moments in public fields; their small ring buffers are left.
-type Part = { m?: { buffer: GPUBuffer }; v?: { buffer: GPUBuffer } } | null | undefined;
-function disposable(trainer: { graph: Parameters<typeof destroyGraph>[0] }): () => void {
-  return () => {
-    destroyGraph(trainer.graph);
-    const parts = trainer as unknown as { base?: Part; adapterPart?: Part; outer?: Part };
-    for (const part of [parts.base, parts.adapterPart, parts.outer]) {
-      part?.m?.buffer.destroy();
-      part?.v?.buffer.destroy();
-    }
-  };
-}
-
 /** The plain loop: `Trainer` with the method's adapter, trainable base ranges and training mask. */
 export const plainTrainer: TrainerFactory = async (request) => {
   const { gpu, prepared } = request;
@@ -72,7 +58,7 @@ export const plainTrainer: TrainerFactory = async (request) => {
   return {
     step: (batch) => trainer.step(batch),
     losses: () => trainer.losses(),
-    dispose: disposable(trainer),
+    dispose: () => trainer.destroy(),
   };
 };
 
@@ -89,7 +75,7 @@ export const TRAINERS: Record<string, TrainerFactory> = {
     return {
       step: (batch) => trainer.step(batch),
       losses: () => trainer.losses(),
-      dispose: disposable(trainer),
+      dispose: () => trainer.destroy(),
     };
   },
 };

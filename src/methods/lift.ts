@@ -31,7 +31,7 @@ import type { Gpu } from "../gpu/device.ts";
 import { readF32, upload } from "../gpu/tensor.ts";
 import { type Adapter, NO_BASE } from "../model/adapter.ts";
 import type { ModelConfig } from "../model/config.ts";
-import { destroyGraph, type GraphOptions } from "../model/model.ts";
+import type { GraphOptions } from "../model/model.ts";
 import type { ModelWeights } from "../model/weights.ts";
 import { IGNORE_INDEX } from "../ops/crossentropy.ts";
 import { gateWidth } from "../ops/gated_memory.ts";
@@ -242,7 +242,7 @@ export async function adaptGatedMemory(
     const losses = await trainer.losses();
     return { losses, steps: batches.length, B, T };
   } finally {
-    disposeTrainer(trainer);
+    trainer.destroy();
   }
 }
 
@@ -275,15 +275,6 @@ export function liftBatch(
     }
   });
   return { tokens, targets, weights };
-}
-
-// A Trainer's graph and the adapter part's moments and tables (its few small rings stay with the GC).
-function disposeTrainer(trainer: Trainer): void {
-  destroyGraph(trainer.graph);
-  const part = trainer.adapterPart;
-  if (part) {
-    for (const t of [part.m, part.v, part.sumSq, part.table.table, part.table.chunks]) t.buffer.destroy();
-  }
 }
 
 /** The model an answer is generated with (the shape of src/eval/generate.ts's GenerationModel). */

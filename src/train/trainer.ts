@@ -25,7 +25,14 @@ import { checkTargets, IGNORE_INDEX } from "../ops/crossentropy.ts";
 import { bucketTokens } from "../ops/encoder.ts";
 import { reduceFull } from "../ops/reduce.ts";
 import { hashJson } from "../data/hash.ts";
-import { createGraph, type Graph, type GraphOptions, recordBackward, recordForward } from "../model/model.ts";
+import {
+  createGraph,
+  destroyGraph,
+  type Graph,
+  type GraphOptions,
+  recordBackward,
+  recordForward,
+} from "../model/model.ts";
 import { decays } from "../model/params.ts";
 import { type Adapter, ALL_BASE, type BaseTrainable, trainableRange } from "../model/adapter.ts";
 import { add } from "../ops/elementwise.ts";
@@ -362,6 +369,18 @@ export class Trainer {
     }
     this.#step = Number(meta.step);
     this.#log.restore(this.#step, JSON.parse(meta.losses), JSON.parse(meta.counts));
+  }
+
+  /** Frees everything the trainer allocated: graph, moments, tables, loss log (not the weights or adapter). */
+  destroy(): void {
+    this.#recording.destroy();
+    destroyGraph(this.graph);
+    for (const q of [this.base, this.adapterPart]) {
+      if (!q) continue;
+      for (const t of [q.m, q.v, q.sumSq, q.table.table, q.table.chunks]) t.buffer.destroy();
+    }
+    for (const t of [this.#stepValues, this.#gradSumSq]) t.buffer.destroy();
+    this.#log.destroy();
   }
 
   /** The current base gradient table (after the last step's backward). */
