@@ -354,6 +354,7 @@ Deno.test("captureEnvironment fills every field and validates", async () => {
     isFallbackAdapter: false,
     features: ["z", "a"],
     limits: { b: 2, a: 1 },
+    subgroupSizes: [8, 8],
   });
   assert.deepEqual(withAdapter.adapter?.features, ["a", "z"]);
   assert.deepEqual(Object.keys(withAdapter.adapter!.limits), ["a", "b"]);

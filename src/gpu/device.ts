@@ -33,6 +33,13 @@ export interface AdapterDescription {
   isFallbackAdapter: boolean;
   features: string[];
   limits: Record<string, number>;
+  /**
+   * Smallest and largest subgroup size, or null where the runtime does not say. Deno does not name the
+   * backend, and llvmpipe reports the same description through OpenGL and Vulkan while compiling shaders
+   * differently (different float bits); the subgroup range differs (4–128 vs 8–8), so it keys "same
+   * adapter" for bitwise comparisons.
+   */
+  subgroupSizes: [number, number] | null;
 }
 
 /** An open device plus the facts launchers need to pick kernels and check sizes. */
@@ -71,6 +78,16 @@ function limitsRecord(limits: GPUSupportedLimits): Record<string, number> {
     if (typeof value === "number") out[key] = value;
   }
   return out;
+}
+
+function subgroupSizes(info: GPUAdapterInfo): [number, number] | null {
+  const { subgroupMinSize, subgroupMaxSize } = info as GPUAdapterInfo & {
+    subgroupMinSize?: number;
+    subgroupMaxSize?: number;
+  };
+  return typeof subgroupMinSize === "number" && typeof subgroupMaxSize === "number"
+    ? [subgroupMinSize, subgroupMaxSize]
+    : null;
 }
 
 function isSoftwareAdapter(info: GPUAdapterInfo): boolean {
@@ -117,6 +134,7 @@ async function openGpu(): Promise<Gpu> {
       isFallbackAdapter: info.isFallbackAdapter ?? false,
       features: [...adapter.features].sort(),
       limits: limitsRecord(device.limits),
+      subgroupSizes: subgroupSizes(info),
     },
     limits: device.limits,
     software: isSoftwareAdapter(info),

@@ -111,7 +111,13 @@ export const baseModelEntrySchema = z.object({
       .min(1),
   }).strict(),
   wallSeconds: z.object({ train: z.number().min(0), total: z.number().min(0) }).strict(),
-  environment: z.object({ deno: z.string(), adapter: z.string(), software: z.boolean() }).strict(),
+  environment: z.object({
+    deno: z.string(),
+    adapter: z.string(),
+    /** [min, max] subgroup size of the adapter (tells llvmpipe's OpenGL and Vulkan paths apart). */
+    subgroupSizes: z.tuple([z.number().int(), z.number().int()]).nullable().optional(),
+    software: z.boolean(),
+  }).strict(),
   command: z.string(),
   /** Paths relative to the manifest's folder. */
   files: z.record(z.string(), fileSchema),

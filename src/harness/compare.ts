@@ -119,6 +119,7 @@ function environmentWarnings(a: Report, b: Report): string[] {
       vendor: adapter.vendor,
       architecture: adapter.architecture,
       device: adapter.device,
+      subgroupSizes: adapter.subgroupSizes ?? null,
     };
   };
   differs("environment.adapter", adapterOf(a), adapterOf(b), "timings and float results may differ");

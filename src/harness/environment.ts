@@ -49,6 +49,7 @@ export function adapterInfo(adapter: AdapterDescription): AdapterInfo {
     isFallbackAdapter: adapter.isFallbackAdapter,
     features: [...adapter.features].sort(),
     limits: Object.fromEntries(Object.entries(adapter.limits).sort(([a], [b]) => a < b ? -1 : a > b ? 1 : 0)),
+    subgroupSizes: adapter.subgroupSizes,
   };
 }
 

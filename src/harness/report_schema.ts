@@ -53,6 +53,8 @@ export const adapterSchema = z.strictObject({
   isFallbackAdapter: z.boolean(),
   features: z.array(z.string()),
   limits: z.record(z.string(), z.number()),
+  /** [min, max] subgroup size; tells llvmpipe's OpenGL and Vulkan paths apart. Absent in older reports. */
+  subgroupSizes: z.tuple([z.number().int(), z.number().int()]).nullable().optional(),
 });
 
 /** Runtime, host and repository facts captured at run time by `captureEnvironment`. */

@@ -569,7 +569,9 @@ function environmentSection(report: Report): Section {
         ? "none"
         : `${adapter.description || "(no description)"}; vendor ${adapter.vendor || "?"}, architecture ${
           adapter.architecture || "?"
-        }, device ${adapter.device || "?"}${adapter.isFallbackAdapter ? " (fallback adapter)" : ""}`,
+        }, device ${adapter.device || "?"}${
+          adapter.subgroupSizes ? `, subgroups ${adapter.subgroupSizes[0]}–${adapter.subgroupSizes[1]}` : ""
+        }${adapter.isFallbackAdapter ? " (fallback adapter)" : ""}`,
     ],
     [
       "git",
