@@ -32,6 +32,8 @@ import {
   gatedMemoryNames,
   gatedMemoryParameterCount,
   gatedMemoryTable,
+  initGatedMemory,
+  liftParameterCount,
 } from "../src/methods/gated_memory.ts";
 import { Rng } from "../src/random/philox.ts";
 import { compare } from "./reference/compare.ts";
@@ -184,7 +186,7 @@ Deno.test("gated memory kernels: a repeated run is bitwise identical", async () 
   for (const t of made) t.buffer.destroy();
 });
 
-Deno.test("gated memory table: per layer H·(4D² + D·⌊√D⌋ + ⌊√D⌋), names keep self_attn.", () => {
+Deno.test("gated memory table: per layer H·(4D² + D·⌊√D⌋ + ⌊√D⌋), names keep self_attn., then the head LoRA", () => {
   const config = parseModelConfig({
     family: "llama",
     vocabSize: 41,
@@ -198,7 +200,20 @@ Deno.test("gated memory table: per layer H·(4D² + D·⌊√D⌋ + ⌊√D⌋),
   // D = 12, S = 3: 4·144 + 36 + 3 = 615 per head.
   assert.equal(gatedMemoryParameterCount(config), 3 * 4 * 615);
   const table = gatedMemoryTable(config);
-  assert.equal(table.entries.reduce((n, e) => n + e.numel, 0), 3 * 4 * 615);
+  // The lm_head LoRA (r = 2) adds A (2, C) and B (V, 2) last: 2·(48 + 41).
+  assert.equal(liftParameterCount(config), 3 * 4 * 615 + 2 * (48 + 41));
+  assert.equal(table.entries.reduce((n, e) => n + e.numel, 0), liftParameterCount(config));
+  assert.deepEqual(table.entries.slice(-2).map((e) => [e.name, e.shape]), [
+    ["lm_head.lora_A", [2, 48]],
+    ["lm_head.lora_B", [41, 2]],
+  ]);
+  // Kaiming-uniform A within ±1/√C and B zero (PEFT's init).
+  const values = new Float32Array(table.size);
+  initGatedMemory(values, table, 5);
+  const [a, b] = table.entries.slice(-2);
+  const av = values.subarray(a.offset, a.offset + a.numel);
+  assert.ok(av.every((v) => Math.abs(v) <= 1 / Math.sqrt(48)) && av.some((v) => v !== 0));
+  assert.ok(values.subarray(b.offset, b.offset + b.numel).every((v) => v === 0));
   assert.deepEqual(gatedMemoryNames(2), {
     W1: "h.2.self_attn.mem_proj.W1",
     W2: "h.2.self_attn.mem_proj.W2",

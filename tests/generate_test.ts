@@ -19,6 +19,7 @@ import { dims, type ModelConfig, parseModelConfig } from "../src/model/config.ts
 import { buildTable } from "../src/model/params.ts";
 import { axpy } from "../src/ops/elementwise.ts";
 import { mergeHeads } from "../src/ops/heads.ts";
+import { matmul } from "../src/ops/matmul.ts";
 import { createDecoder, type DecodeModel, decodeRopeTables } from "../src/model/decode.ts";
 import { createGraph, destroyGraph, recordForward } from "../src/model/model.ts";
 import { ropeFrequencies, ropeTables } from "../src/model/rope_scaling.ts";
@@ -166,10 +167,12 @@ for (const [name, config] of [["GPT-2", gpt2], ["Llama GQA + YaRN", llama]] as c
 
 /**
  * An adapter that uses the other hooks: per-head logit scales and sinks, an attention-output mix that
- * reads the pre-RoPE query, and a final-norm change. It keeps the contexts it was attached with.
+ * reads the pre-RoPE query, a final-norm change and a term on the LM head's logits (lnf·Mᵀ). It keeps the
+ * contexts it was attached with.
  */
 function hookAdapter(gpu: Gpu, config: ModelConfig, seed: number): Adapter & { contexts: AttachContext[] } {
-  const { H, D, C } = dims(config);
+  const { H, D, C, V } = dims(config);
+  const headTerm = tensorFrom(gpu, [V, C], fillUniform(new Float32Array(V * C), seed, 2, -0.3, 0.3));
   const logitScale = tensorFrom(
     gpu,
     [H],
@@ -188,6 +191,9 @@ function hookAdapter(gpu: Gpu, config: ModelConfig, seed: number): Adapter & { c
       const lnCopy = createTensor(gpu, [ctx.B * ctx.T, C], { label: "test.lnf" });
       return {
         attention: () => Promise.resolve({ logitScale, sinkLogit }),
+        async linearForward(rec, site, y, x) {
+          if (site.name === "lmHead") await matmul(rec, y, x, headTerm, { transB: true, accumulate: true });
+        },
         async mixOutput(rec, _layer, t) {
           await mergeHeads(rec, t.att, t.o);
           await mergeHeads(rec, merged, t.qPre);
@@ -207,7 +213,7 @@ function hookAdapter(gpu: Gpu, config: ModelConfig, seed: number): Adapter & { c
 }
 
 for (const [name, config] of [["GPT-2", gpt2], ["Llama", llama]] as const) {
-  Deno.test(`${name}: attention, mix and final-norm hooks run in decode as in the graph; positions hold p`, async () => {
+  Deno.test(`${name}: attention, mix, final-norm and LM-head hooks run in decode as in the graph; positions hold p`, async () => {
     const gpu = await getGpu();
     const weights = scaledWeights(gpu, config, 13);
     const adapter = hookAdapter(gpu, config, 2);

@@ -22,13 +22,15 @@
  * qPre per layer); the backward recomputes the memory and the gate from it. The four per-head linears are
  * batched matmuls over heads; the rest is kernels/gated_memory.wgsl.
  *
- * Not implemented: the dummy LoRA (r = 2, α = 4) the 2024 code puts on lm_head so that PEFT accepts the
- * model. The LM head is not a block linear, so no adapter hook reaches it; the count leaves it out too.
+ * The 2024 code also puts a "dummy" LoRA (r = 2, α = 4, so s = 2) on lm_head so that PEFT accepts the
+ * model, and it trains with the rest: logits += 2·(lnf·Aᵀ)·Bᵀ, A (2, C) kaiming-uniform, B (V, 2) zero (PEFT's
+ * init), through the graph's LM-head linear site. Its 2·(C + V) parameters sit at the end of the table and
+ * draw from streams after the memory's, so the memory's initial values do not depend on it.
  */
 import type { Gpu } from "../gpu/device.ts";
 import type { Recorder } from "../gpu/recorder.ts";
 import { createTensor, type Tensor, tensorFrom } from "../gpu/tensor.ts";
-import type { Adapter, AdapterHooks, AttachContext } from "../model/adapter.ts";
+import { type Adapter, type AdapterHooks, type AttachContext, HEAD_LAYER } from "../model/adapter.ts";
 import { dims, type ModelConfig } from "../model/config.ts";
 import { buildTable, type ParamSpec, type ParamTable } from "../model/params.ts";
 import { view } from "../model/weights.ts";
@@ -45,6 +47,25 @@ import {
 } from "../ops/gated_memory.ts";
 import { matmul } from "../ops/matmul.ts";
 import { fillUniform } from "../random/philox.ts";
+import { loraHooks, type LoraMatrix } from "./lora.ts";
+
+/** The 2024 code's dummy LoRA on lm_head: r = 2, α = 4 (s = α/r = 2). */
+export const HEAD_LORA = { r: 2, alpha: 4 } as const;
+
+/** The head LoRA as a LoRA matrix of the table (site "lmHead"). */
+export function headLoraMatrix(model: ModelConfig): LoraMatrix {
+  const { C, V } = dims(model);
+  return {
+    site: "lmHead",
+    target: "lmHead",
+    layer: HEAD_LAYER,
+    offset: 0,
+    out: V,
+    in: C,
+    a: "lm_head.lora_A",
+    b: "lm_head.lora_B",
+  };
+}
 
 /** Table names of layer l's tensors; the `self_attn.` prefix keeps the attention's gate_proj apart from the MLP's. */
 export function gatedMemoryNames(layer: number): { W1: string; W2: string; V: string; w: string } {
@@ -52,14 +73,23 @@ export function gatedMemoryNames(layer: number): { W1: string; W2: string; V: st
   return { W1: `${p}.mem_proj.W1`, W2: `${p}.mem_proj.W2`, V: `${p}.gate_proj.V`, w: `${p}.gate_proj.w` };
 }
 
-/** L·H·(4D² + D·⌊√D⌋ + ⌊√D⌋) (methods spec §10; the lm_head dummy LoRA is not included). */
+/** The memory and gates alone: L·H·(4D² + D·⌊√D⌋ + ⌊√D⌋) (methods spec §10). */
 export function gatedMemoryParameterCount(model: ModelConfig): number {
   const { L, H, D } = dims(model);
   const S = gateWidth(D);
   return L * H * (4 * D * D + D * S + S);
 }
 
-/** The adapter's table: per layer W1 (H, 2D, D), W2 (H, D, 2D), V (H, S, D), w (H, S). */
+/** Everything LIFT trains: the memory and gates plus the head LoRA's r·(C + V) (spec: ≈ 68.6M + 0.26M). */
+export function liftParameterCount(model: ModelConfig): number {
+  const { C, V } = dims(model);
+  return gatedMemoryParameterCount(model) + HEAD_LORA.r * (C + V);
+}
+
+/**
+ * The adapter's table: per layer W1 (H, 2D, D), W2 (H, D, 2D), V (H, S, D), w (H, S); then the head
+ * LoRA's A (2, C) and B (V, 2).
+ */
 export function gatedMemoryTable(model: ModelConfig): ParamTable {
   const { L, H, D } = dims(model);
   const S = gateWidth(D);
@@ -71,6 +101,9 @@ export function gatedMemoryTable(model: ModelConfig): ParamTable {
     specs.push({ name: n.V, shape: [H, S, D], role: "weight", layer: l });
     specs.push({ name: n.w, shape: [H, S], role: "weight", layer: l });
   }
+  const head = headLoraMatrix(model);
+  specs.push({ name: head.a, shape: [HEAD_LORA.r, head.in], role: "weight", layer: HEAD_LAYER });
+  specs.push({ name: head.b, shape: [head.out, HEAD_LORA.r], role: "weight", layer: HEAD_LAYER });
   return buildTable(specs);
 }
 
@@ -85,7 +118,7 @@ export const MAX_DOCUMENT = 2 ** 20;
  * Kaiming-uniform(a = √5) values of every tensor into `values` (table layout): U(±1/√fan_in) with fan_in
  * the input width of the per-head linear (D for W1 and V, 2D for W2, S for w), drawn from Philox (seed,
  * INIT_STREAM + tensor index) at the document's own counter range, so document k of a seed always starts
- * from the same values and two documents never share them.
+ * from the same values and two documents never share them. The head LoRA's B (the last tensor) is zero.
  */
 export function initGatedMemory(values: Float32Array, table: ParamTable, seed: number, document = 0): void {
   if (!Number.isInteger(document) || document < 0 || document >= MAX_DOCUMENT) {
@@ -105,6 +138,8 @@ export function initGatedMemory(values: Float32Array, table: ParamTable, seed: n
       document * DOCUMENT_STRIDE,
     );
   });
+  const b = table.entries.at(-1)!;
+  values.fill(0, b.offset, b.offset + b.numel);
 }
 
 /** A Gated Memory adapter with its initial values and regulariser scale. */
@@ -168,7 +203,7 @@ export function createGatedMemoryAdapter(
  * h = qRows·W1ᵀ, a1 = SiLU(h), mem = a1·W2ᵀ, z = qRows·Vᵀ, (a2, g) = gate(z, w), att = mix(o, mem, g).
  * Backward (h, a1, mem, z, a2, g recomputed from the kept qRows): (dO, dmem, dg) from datt; (du, dz) with
  * the regulariser; dw += duᵀ·a2, dV += dzᵀ·qRows, dW2 += dmemᵀ·a1, da1 = dmem·W2, dh = SiLU'(h)·da1,
- * dW1 += dhᵀ·qRows, dqRows = dh·W1 + dz·V → dqPre.
+ * dW1 += dhᵀ·qRows, dqRows = dh·W1 + dz·V → dqPre. The head LoRA runs as LoRA's hooks on the LM-head site.
  */
 function gatedMemoryHooks(
   gpu: Gpu,
@@ -224,7 +259,18 @@ function gatedMemoryHooks(
     await gateForward(rec, a2, g, z, p.w);
   }
 
+  const head = loraHooks(
+    gpu,
+    ctx,
+    params,
+    table,
+    [headLoraMatrix(ctx.weights.config)],
+    HEAD_LORA.r,
+    HEAD_LORA.alpha / HEAD_LORA.r,
+  );
   return {
+    linearForward: head.linearForward,
+    linearBackward: head.linearBackward,
     async mixOutput(rec, l, t) {
       await headRows(rec, rowsOf(l), t.qPre);
       await recordPieces(rec, l);
@@ -253,6 +299,7 @@ function gatedMemoryHooks(
     },
     destroy() {
       for (const t of made) t.buffer.destroy();
+      head.destroy?.();
     },
   };
 }

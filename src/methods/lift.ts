@@ -20,8 +20,8 @@
  * Choices where the spec leaves a gap or flags one: lr defaults to 1e-3, the first of the two values the
  * shells pass; argparse keeps the last (1e-5), which `lr: 1e-5` reproduces. qaEpochs defaults to 3 (the
  * spec gives no value). The regulariser's scale defaults to 0.1 (the shells use 0.1 or 1.0). The code's
- * dummy lm_head LoRA is left out (gated_memory.ts says why). The pre-LIFT SFT stage of the 2024 code is
- * not part of this method; `documentInit: "prepared"` starts each document from whatever state the
+ * dummy lm_head LoRA (r 2, α 4) trains with the memory, as there (gated_memory.ts). The pre-LIFT SFT
+ * stage of the 2024 code is not part of this method; `documentInit: "prepared"` starts each document from whatever state the
  * prepared adapter holds (e.g. after the harness trained it) instead of a fresh initialisation.
  */
 import { z } from "zod";
@@ -42,7 +42,9 @@ import {
   type GatedMemoryAdapter,
   gatedMemoryParameterCount,
   gatedMemoryTable,
+  HEAD_LORA,
   initGatedMemory,
+  liftParameterCount,
   MAX_DOCUMENT,
 } from "./gated_memory.ts";
 import type { Method, MethodLengths, PrepareContext, PreparedMethod } from "./method.ts";
@@ -480,7 +482,7 @@ function prepareLift(ctx: PrepareContext, config: LiftConfig): PreparedMethod {
     seed: ctx.seed,
     regularization: config.regularization,
   });
-  const count = gatedMemoryParameterCount(model);
+  const count = liftParameterCount(model);
   const allocated = gatedMemoryTable(model).entries.reduce((n, e) => n + e.numel, 0);
   if (count !== allocated) throw new Error(`lift: formula ${count} ≠ allocated ${allocated} parameters`);
   return {
@@ -494,7 +496,7 @@ function prepareLift(ctx: PrepareContext, config: LiftConfig): PreparedMethod {
       config,
       plan,
       gateWidth: gateWidth(ctx.base.dims.D),
-      lmHeadLora: false,
+      lmHeadLora: { ...HEAD_LORA, parameters: liftParameterCount(model) - gatedMemoryParameterCount(model) },
       note: "training happens per document at evaluation time (liftDocument / liftSampleAdaptation); " +
         "reported losses are the cross-entropy only (the gate regulariser is not in the loss sum)",
     },
@@ -510,11 +512,10 @@ export const lift: Method<typeof liftConfigSchema> = {
     "Gated Memory belongs to LIFT's 2024 code (paper v2/v3); v4 uses plain LoRA (spec §4.5). Segments " +
     "scale to the run (min(2048, trainLength), stride 3/8 of it); lr 1e-3 (the shells' duplicated flag " +
     "leaves 1e-5 under argparse); qaEpochs 3 and the 0.1 regulariser are our choices; auxiliary QA comes " +
-    "from task facts with the project's template, not an LLM; no biases on GPT-2 either; the lm_head dummy " +
-    "LoRA is left out (no hook reaches the LM head); kaiming fan-in per head [UNVERIFIED]; reported losses " +
-    "exclude the gate regulariser.",
+    "from task facts with the project's template, not an LLM; no biases on GPT-2 either; kaiming fan-in per " +
+    "head [UNVERIFIED]; reported losses exclude the gate regulariser.",
   config: liftConfigSchema,
-  parameterCount: (model) => gatedMemoryParameterCount(model),
+  parameterCount: (model) => liftParameterCount(model),
   // Errors reject the promise rather than throw.
   prepare: (ctx, config) => Promise.resolve().then(() => prepareLift(ctx, config)),
 };

@@ -87,10 +87,13 @@ export function loraScale(config: Pick<LoraConfig, "r" | "alpha" | "rslora">): n
   return config.rslora ? config.alpha / Math.sqrt(config.r) : config.alpha / config.r;
 }
 
-/** One adapted matrix: its layer, target, shape and the names of A and B in the adapter table. */
+/**
+ * One adapted matrix: its layer, target, shape and the names of A and B in the adapter table. Target
+ * "lmHead" (site "lmHead", layer -1) is not a config target: only LIFT's dummy head LoRA builds one.
+ */
 export interface LoraMatrix extends TargetShape {
   layer: number;
-  target: LoraTarget;
+  target: LoraTarget | "lmHead";
   a: string;
   b: string;
 }
@@ -205,7 +208,8 @@ export function loraHooks(
     const key = `${m.layer}.${m.site}`;
     bySite.set(key, [...(bySite.get(key) ?? []), m]);
   }
-  const widest = Math.max(1, ...matrices.map((m) => m.out));
+  // Scratch for column blocks; the LM head's matrix is always whole (it never needs one).
+  const widest = Math.max(1, ...matrices.filter((m) => m.site !== "lmHead").map((m) => m.out));
   const z = createTensor(gpu, [N, r], { label: "lora.z" });
   const dz = createTensor(gpu, [N, r], { label: "lora.dz" });
   const delta = createTensor(gpu, [N * widest], { label: "lora.delta" });
@@ -287,6 +291,9 @@ export function mergeLora(
 ): Float32Array {
   const out = base.slice();
   for (const m of matrices) {
+    if (m.site === "lmHead") {
+      throw new RangeError("mergeLora: an LM-head LoRA does not merge (wte may be tied)");
+    }
     const w = baseTable.byName.get(`h.${m.layer}.${m.site}.w`)!;
     const inDim = w.shape[1];
     const a = adapterTable.byName.get(m.a)!;

@@ -21,10 +21,21 @@ import type { ParamEntry, ParamTable } from "./params.ts";
 import type { ModelDims } from "./config.ts";
 import type { ModelWeights } from "./weights.ts";
 
-/** The linear layers of a block, by their parameter-table names without the `h.N.` prefix. */
-export type LinearName = "qkv" | "attnOut" | "fc" | "fcProj" | "gate" | "up" | "down";
+/**
+ * The linear layers of a block, by their parameter-table names without the `h.N.` prefix, and the LM
+ * head ("lmHead": logits = lnf·Wᵀ with W = wte when tied, at layer -1).
+ */
+export type LinearName = "qkv" | "attnOut" | "fc" | "fcProj" | "gate" | "up" | "down" | "lmHead";
 
-/** One linear layer of one block: y (rows, outDim) = x (rows, inDim) · Wᵀ [+ b]. */
+/** Layer index of the LM head's site (it follows the final norm, not a block). */
+export const HEAD_LAYER = -1;
+
+/** The LM head as a linear site: logits (rows, V) = lnf (rows, C) · Wᵀ. */
+export function headSite(d: Pick<ModelDims, "C" | "V">): LinearSite {
+  return { layer: HEAD_LAYER, name: "lmHead", inDim: d.C, outDim: d.V };
+}
+
+/** One linear layer: y (rows, outDim) = x (rows, inDim) · Wᵀ [+ b]; a block's, or the LM head's. */
 export interface LinearSite {
   layer: number;
   name: LinearName;

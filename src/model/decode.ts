@@ -36,7 +36,7 @@ import { splitHeads } from "../ops/heads.ts";
 import { matmul } from "../ops/matmul.ts";
 import { layernormForward, rmsnormForward } from "../ops/norm.ts";
 import { ropeForward, type RopeTableTensors, uploadRopeTables } from "../ops/rope.ts";
-import type { Adapter, AdapterHooks, LinearName } from "./adapter.ts";
+import { type Adapter, type AdapterHooks, headSite, type LinearName } from "./adapter.ts";
 import { createGraph, destroyGraph, type Graph, type GraphOptions, recordForward } from "./model.ts";
 import { ropeFrequencies, type RopeScalingInput, type RopeTables, ropeTables } from "./rope_scaling.ts";
 import { type ModelWeights, viewOf } from "./weights.ts";
@@ -342,6 +342,7 @@ function cachedDecoder(gpu: Gpu, model: DecodeModel, opts: DecoderOptions): Deco
     await norm(rec, buf.ln, x, "lnf");
     if (hooks.finalNorm) await hooks.finalNorm(rec, buf.ln);
     await matmul(rec, buf.logits, buf.ln, head, { transB: true });
+    if (hooks.linearForward) await hooks.linearForward(rec, headSite(weights.dims), buf.logits, buf.ln);
     await argmaxNext(rec, greedy, buf.logits, wte, wpe);
   }
 

@@ -46,6 +46,7 @@ import {
   ALL_BASE,
   type AttentionParams,
   type BaseTrainable,
+  headSite,
   type LinearName,
   type LinearSite,
   trainableRange,
@@ -543,6 +544,7 @@ export async function recordForward(
   await norm(rec, g, g.lnf, g.lnfMean, g.lnfRstd, g.residual[w.dims.L], "lnf");
   if (g.hooks.finalNorm) await g.hooks.finalNorm(rec, g.lnf);
   await matmul(rec, g.logits, g.lnf, p(g, w.dims.tied ? "wte" : "lmHead.w"), { transB: true });
+  if (g.hooks.linearForward) await g.hooks.linearForward(rec, headSite(w.dims), g.logits, g.lnf);
   // `logitsOnly` stops here and leaves the logits for reading (scoring, decoding).
   if (opts.logitsOnly) return;
   // The in-place loss always writes dlogits; evaluation simply ignores them.
@@ -642,6 +644,7 @@ export async function recordBackward(rec: Recorder, g: Graph): Promise<void> {
   const dHead = dp(g, head);
   if (dHead) await matmul(rec, dHead, g.logits, g.lnf, { transA: true, accumulate: true });
   await matmul(rec, s.dln, g.logits, p(g, head));
+  if (g.hooks.linearBackward) await g.hooks.linearBackward(rec, headSite(w.dims), s.dln, g.logits, g.lnf);
   if (g.hooks.finalNormBackward) await g.hooks.finalNormBackward(rec, s.dln);
   await normBackward(rec, g, s.dres, s.dln, g.residual[w.dims.L], g.lnfMean, g.lnfRstd, "lnf", false);
   for (let l = w.dims.L - 1; l >= 0; l--) {

@@ -7,10 +7,16 @@ import { getGpu } from "../../src/gpu/device.ts";
 import { readF32, upload } from "../../src/gpu/tensor.ts";
 import { NO_BASE } from "../../src/model/adapter.ts";
 import { type ModelConfig, parseModelConfig } from "../../src/model/config.ts";
-import { parameterCount } from "../../src/model/params.ts";
+import { parameterCount, type ParamTable } from "../../src/model/params.ts";
 import { createWeights, initialWeights, readWeights } from "../../src/model/weights.ts";
 import { IGNORE_INDEX } from "../../src/ops/crossentropy.ts";
-import { createGatedMemoryAdapter, gatedMemoryNames } from "../../src/methods/gated_memory.ts";
+import {
+  createGatedMemoryAdapter,
+  gatedMemoryNames,
+  gatedMemoryParameterCount,
+  HEAD_LORA,
+  headLoraMatrix,
+} from "../../src/methods/gated_memory.ts";
 import {
   babiLocationQa,
   documentIndex,
@@ -26,12 +32,13 @@ import {
   segmentDocument,
   truncateMiddle,
 } from "../../src/methods/lift.ts";
-import { Rng } from "../../src/random/philox.ts";
+import { fillNormal, Rng } from "../../src/random/philox.ts";
 import { Trainer } from "../../src/train/trainer.ts";
 import { assertBitwiseEqual, compare } from "../reference/compare.ts";
 import { gatedMemoryRefHooks } from "../reference/gated_memory.ts";
 import { runGraph, type TestBatch } from "../reference/graph_run.ts";
-import { referenceModel } from "../reference/model.ts";
+import { chainRefHooks, loraRefHooks } from "../reference/lorada.ts";
+import { referenceModel, type RefHooks } from "../reference/model.ts";
 import { tinyGpt2, tinyLlama } from "../reference/tiny_models.ts";
 
 // Awkward sizes: D = 12 (⌊√12⌋ = 3), widths that are multiples of no tile, GQA for Llama.
@@ -55,7 +62,7 @@ function batchOf(V: number, N: number, seed: number): TestBatch {
   return { tokens, targets, weights };
 }
 
-Deno.test("LIFT parameter count is L·H·(4D² + D·⌊√D⌋ + ⌊√D⌋): Llama-3-8B ≈ 68.6M, and the table holds it", async () => {
+Deno.test("LIFT parameter count is L·H·(4D² + D·⌊√D⌋ + ⌊√D⌋) + 2·(C + V): Llama-3-8B ≈ 68.6M + 0.26M, and the table holds it", async () => {
   const llama3 = parseModelConfig({
     family: "llama",
     vocabSize: 128256,
@@ -66,8 +73,10 @@ Deno.test("LIFT parameter count is L·H·(4D² + D·⌊√D⌋ + ⌊√D⌋): Ll
     nEmbd: 4096,
     nInner: 14336,
   });
-  // D = 128, ⌊√128⌋ = 11: 32·32·(65,536 + 1,408 + 11) = 68,561,920 (spec: ≈ 68.6M without the lm_head LoRA).
-  assert.equal(lift.parameterCount(llama3, liftConfigSchema.parse({})), 68_561_920);
+  // D = 128, ⌊√128⌋ = 11: 32·32·(65,536 + 1,408 + 11) = 68,561,920 (spec: ≈ 68.6M), plus the lm_head LoRA
+  // r·(C + V) = 2·(4,096 + 128,256) = 264,704 (spec: 0.26M).
+  assert.equal(gatedMemoryParameterCount(llama3), 68_561_920);
+  assert.equal(lift.parameterCount(llama3, liftConfigSchema.parse({})), 68_561_920 + 264_704);
   // GPT-2 small: D = 64, ⌊√64⌋ = 8.
   const small = parseModelConfig({
     family: "gpt2",
@@ -77,7 +86,10 @@ Deno.test("LIFT parameter count is L·H·(4D² + D·⌊√D⌋ + ⌊√D⌋): Ll
     nHead: 12,
     nEmbd: 768,
   });
-  assert.equal(lift.parameterCount(small, liftConfigSchema.parse({})), 144 * (16384 + 512 + 8));
+  assert.equal(
+    lift.parameterCount(small, liftConfigSchema.parse({})),
+    144 * (16384 + 512 + 8) + 2 * (768 + 50257),
+  );
   const gpu = await getGpu();
   for (const config of [gpt2, llama]) {
     const values = initialWeights(config, 1);
@@ -86,8 +98,8 @@ Deno.test("LIFT parameter count is L·H·(4D² + D·⌊√D⌋ + ⌊√D⌋): Ll
       { gpu, base, baseValues: values, trainLength: 16, maxLength: 16, seed: 3 },
       liftConfigSchema.parse({}),
     );
-    // Both tiny models: L = 2, D = 12, S = 3: H·(576 + 36 + 3).
-    const want = 2 * (config === gpt2 ? 3 : 4) * 615;
+    // Both tiny models: L = 2, D = 12, S = 3: H·(576 + 36 + 3); then 2·(C + V).
+    const want = 2 * (config === gpt2 ? 3 : 4) * 615 + 2 * (config.nEmbd + config.vocabSize);
     assert.equal(lift.parameterCount(config, liftConfigSchema.parse({})), want);
     assert.equal(prepared.trainableParameters, want);
     assert.equal(parameterCount(prepared.adapter!.table), want);
@@ -208,6 +220,37 @@ Deno.test("auxiliary QA from bAbI facts: latest location of every other actor", 
   }
 });
 
+/**
+ * The float64 Gated Memory hooks chained with the head LoRA's (s = α/r = 2), both writing into `ref.grads`
+ * (the adapter table's layout), as gated_memory.ts chains them.
+ */
+function withHeadLora(
+  ref: { hooks: RefHooks; grads: Float64Array },
+  config: ModelConfig,
+  table: ParamTable,
+  values: Float32Array,
+  N: number,
+): RefHooks {
+  const m = headLoraMatrix(config);
+  const head = loraRefHooks(
+    values,
+    ref.grads,
+    [{
+      layer: m.layer,
+      site: m.site,
+      offset: 0,
+      out: m.out,
+      in: m.in,
+      a: table.byName.get(m.a)!.offset,
+      b: table.byName.get(m.b)!.offset,
+    }],
+    N,
+    HEAD_LORA.r,
+    HEAD_LORA.alpha / HEAD_LORA.r,
+  );
+  return chainRefHooks([ref.hooks, head]);
+}
+
 for (const [family, config] of [["GPT-2", gpt2], ["Llama", llama]] as const) {
   Deno.test(`${family}: LIFT at init gives the float64 gated mix's logits (not the base's); whole-model gradients match float64`, async () => {
     const gpu = await getGpu();
@@ -234,7 +277,15 @@ for (const [family, config] of [["GPT-2", gpt2], ["Llama", llama]] as const) {
       batch.weights,
       0,
     );
-    const ref0 = referenceModel(config, values, batch, B, T, 1, refInit.hooks);
+    const ref0 = referenceModel(
+      config,
+      values,
+      batch,
+      B,
+      T,
+      1,
+      withHeadLora(refInit, config, adapter.table, adapter.values, N),
+    );
     const li = compare(`${family} init logits vs float64 gated mix`, init.logits!, ref0.logits, {
       atol: 2e-5,
       rtol: 1e-5,
@@ -248,8 +299,12 @@ for (const [family, config] of [["GPT-2", gpt2], ["Llama", llama]] as const) {
       `the gated memory must perturb the base at init (max change ${moved})`,
     );
 
-    // Gradients: weights larger than the init (so gates spread and memory matters), regulariser on.
+    // Gradients: weights larger than the init (so gates spread and memory matters), regulariser on, and
+    // the head LoRA's B away from its zero init (else A's gradient is zero).
     const av = Float32Array.from(adapter.values, (v) => 3 * v);
+    const headB = adapter.table.byName.get(headLoraMatrix(config).b)!;
+    assert.ok(adapter.values.subarray(headB.offset, headB.offset + headB.numel).every((v) => v === 0));
+    fillNormal(av.subarray(headB.offset, headB.offset + headB.numel), 11, 0, 0, 0.5);
     upload(gpu, adapter.params, av);
     const run = await runGraph(gpu, weights, { B, T, training: true, adapter, trainable: NO_BASE }, batch);
     // Recomputing each block in the backward re-runs the mix forward: the same gradients, bit for bit.
@@ -270,7 +325,15 @@ for (const [family, config] of [["GPT-2", gpt2], ["Llama", llama]] as const) {
       batch.weights,
       regularization / (H * L),
     );
-    const ref = referenceModel(config, values, batch, B, T, 1, refG.hooks);
+    const ref = referenceModel(
+      config,
+      values,
+      batch,
+      B,
+      T,
+      1,
+      withHeadLora(refG, config, adapter.table, av, N),
+    );
     compare(`${family} losses`, run.losses, ref.losses, { atol: 2e-5, rtol: 1e-5 });
     const worst: string[] = [];
     for (const e of adapter.table.entries) {

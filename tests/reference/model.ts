@@ -60,7 +60,10 @@ export interface RefResult {
 export interface RefHooks {
   /** Attention mask of every layer (default causal). */
   mask?: RefMask;
-  /** y (N, out) holds x·Wᵀ + b of block linear `name` (qkv, attnOut, fc, fcProj, gate, up, down): add the term. */
+  /**
+   * y (N, out) holds x·Wᵀ + b of block linear `name` (qkv, attnOut, fc, fcProj, gate, up, down), or the
+   * logits of the LM head (layer -1, "lmHead", x = the final norm's output): add the term.
+   */
   linear?(layer: number, name: string, y: Float64Array, x: Float64Array): void;
   /** Accumulate the term's parameter gradients from dy and x; add its input gradient into dx. */
   linearBackward?(layer: number, name: string, dx: Float64Array, dy: Float64Array, x: Float64Array): void;
@@ -268,6 +271,7 @@ export function referenceModel(
     transB: true,
     bBatched: false,
   });
+  hooks.linear?.(-1, "lmHead", logits, lnf);
   const losses = f64(N), dlogits = f64(N * V);
   crossEntropyForwardBackward(losses, dlogits, logits, batch.targets, batch.weights, N, V, gradScale);
 
@@ -285,6 +289,7 @@ export function referenceModel(
     });
     const gh = G(head);
     for (let i = 0; i < gh.length; i++) gh[i] += dW[i];
+    hooks.linearBackward?.(-1, "lmHead", dlnf, dlogits, lnf);
     let dres = f64(N * C);
     hooks.finalNormBackward?.(dlnf);
     normBack(dres, dlnf, x[L], mf, rf, "lnf");
