@@ -176,3 +176,23 @@ Deno.test("20 training steps are bitwise identical when repeated and when resume
   assertBitwiseEqual("resumed at step 10", await resumed.lossSums(), first);
   await Deno.remove(dir, { recursive: true });
 });
+
+Deno.test("partial passes: fromLayer and toLayer must be block indices; toLayer refuses a graph with base gradients", async () => {
+  const gpu = await getGpu();
+  const weights = createWeights(gpu, gpt2Tiny, initialWeights(gpt2Tiny, 2));
+  const g = createGraph(gpu, weights, { B: 1, T: 4, training: true });
+  const rec = new Recorder(gpu, "partial passes");
+  for (const bad of [-1, 1.5, gpt2Tiny.nLayer]) {
+    await assert.rejects(
+      recordForward(rec, g, { fromLayer: bad }),
+      /fromLayer .* must be an integer block index/,
+    );
+    await assert.rejects(
+      recordBackward(rec, g, { toLayer: bad }),
+      /toLayer .* must be an integer block index/,
+    );
+  }
+  await assert.rejects(recordBackward(rec, g, { toLayer: 1 }), /base gradients below it unwritten/);
+  destroyGraph(g);
+  weights.params.buffer.destroy();
+});

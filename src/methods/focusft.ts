@@ -205,8 +205,7 @@ export const focusft: Method<typeof focusftConfigSchema> = {
   title: "FocuSFT: per-step fast LoRA on the top FFNs (2 SGD steps), first-order outer step, glm_bidir mask",
   caveat: "Trained with the glm_bidir turn mask but evaluated causally, as the authors release it (spec " +
     "§5.4 [FLAG]: train/inference mismatch). Fast weights are reset from Philox (seed, step) rather than " +
-    "torch's RNG; the inner passes run the whole model instead of only the top layers (same result, more " +
-    'compute); outer: "lora" is our equal-budget variant, not the paper\'s.',
+    "torch's RNG; outer: \"lora\" is our equal-budget variant, not the paper's.",
   config: focusftConfigSchema,
   parameterCount: focusftParameterCount,
   prepare(ctx, config) {
@@ -234,7 +233,7 @@ export const focusft: Method<typeof focusftConfigSchema> = {
         mask: config.mask === "turns" ? "glm_bidir (turns)" : "causal",
         evalMask: "causal",
         firstOrder: true,
-        innerBelowFastLayers: "full forward and input-gradient backward (no_grad trick not used)",
+        innerBelowFastLayers: "computed once per step and reused (the spec's no_grad trick)",
       },
       destroy: () => setup.adapter.params?.buffer.destroy(),
       focusft: setup,

@@ -530,17 +530,25 @@ async function blockForward(rec: Recorder, g: Graph, l: number): Promise<void> {
  * With `training`, the loss kernel writes dlogits over the logits, scaled by `gradScale` (uniform
  * 1/number of counted tokens is the usual mean loss). With `logitsOnly`, the loss is not computed and
  * `g.logits` keeps the logits.
+ *
+ * `fromLayer` k > 0 starts at block k and leaves the embeddings and blocks below as they are: the caller
+ * promises that an earlier forward of this graph on the same batch, with the same weights and adapter
+ * values below k, left residual[k] and the lower blocks' activations in place (no backward below k
+ * since). FocuSFT's inner passes use it; the results are those of a full forward, bit for bit.
  */
 export async function recordForward(
   rec: Recorder,
   g: Graph,
-  opts: { gradScale?: number; logitsOnly?: boolean } = {},
+  opts: { gradScale?: number; logitsOnly?: boolean; fromLayer?: number } = {},
 ): Promise<void> {
   const { B, T } = g.options;
   const gpt2 = g.weights.config.family === "gpt2";
   const w = g.weights;
-  await encoderForward(rec, g.residual[0], g.inputs.tokens, p(g, "wte"), gpt2 ? p(g, "wpe") : null, B, T);
-  for (let l = 0; l < w.dims.L; l++) await blockForward(rec, g, l);
+  const from = layerBound(opts.fromLayer ?? 0, w.dims.L, "fromLayer");
+  if (from === 0) {
+    await encoderForward(rec, g.residual[0], g.inputs.tokens, p(g, "wte"), gpt2 ? p(g, "wpe") : null, B, T);
+  }
+  for (let l = from; l < w.dims.L; l++) await blockForward(rec, g, l);
   await norm(rec, g, g.lnf, g.lnfMean, g.lnfRstd, g.residual[w.dims.L], "lnf");
   if (g.hooks.finalNorm) await g.hooks.finalNorm(rec, g.lnf);
   await matmul(rec, g.logits, g.lnf, p(g, w.dims.tied ? "wte" : "lmHead.w"), { transB: true });
@@ -629,10 +637,20 @@ async function blockBackward(rec: Recorder, g: Graph, l: number): Promise<void> 
 
 /**
  * Records the backward pass after `recordForward` (with training): zeroes the gradient table, then
- * differentiates the LM head, every block in reverse and the embeddings.
+ * differentiates the LM head, every block in reverse and the embeddings. `toLayer` k > 0 (only for a
+ * graph without base gradients) stops after block k: no input gradient reaches the blocks below, whose
+ * adapter gradients stay zero.
  */
-export async function recordBackward(rec: Recorder, g: Graph): Promise<void> {
+export async function recordBackward(
+  rec: Recorder,
+  g: Graph,
+  opts: { toLayer?: number } = {},
+): Promise<void> {
   if (!g.scratch) throw new Error("recordBackward: the graph was built without training buffers");
+  const to = layerBound(opts.toLayer ?? 0, g.weights.dims.L, "toLayer");
+  if (to > 0 && g.grads) {
+    throw new RangeError(`recordBackward: toLayer ${to} would leave the base gradients below it unwritten`);
+  }
   const { B, T } = g.options;
   const w = g.weights;
   const s = g.scratch;
@@ -647,7 +665,7 @@ export async function recordBackward(rec: Recorder, g: Graph): Promise<void> {
   if (g.hooks.linearBackward) await g.hooks.linearBackward(rec, headSite(w.dims), s.dln, g.logits, g.lnf);
   if (g.hooks.finalNormBackward) await g.hooks.finalNormBackward(rec, s.dln);
   await normBackward(rec, g, s.dres, s.dln, g.residual[w.dims.L], g.lnfMean, g.lnfRstd, "lnf", false);
-  for (let l = w.dims.L - 1; l >= 0; l--) {
+  for (let l = w.dims.L - 1; l >= to; l--) {
     if (g.options.recompute) await blockForward(rec, g, l);
     await blockBackward(rec, g, l);
   }
@@ -668,6 +686,13 @@ export async function recordBackward(rec: Recorder, g: Graph): Promise<void> {
       await fill(rec, { ...g.grads, offset: g.grads.offset + r.offset * 4, shape: [r.count] }, 0);
     }
   }
+}
+
+function layerBound(k: number, L: number, what: string): number {
+  if (!Number.isInteger(k) || k < 0 || k >= L) {
+    throw new RangeError(`${what} ${k} must be an integer block index in [0, ${L})`);
+  }
+  return k;
 }
 
 /** Frees every buffer the graph allocated (the weights are not the graph's). */

@@ -561,7 +561,13 @@ Deno.test("three FocuSFT steps repeat bitwise; evaluation at init is the base mo
     );
     return { tokens, targets };
   };
-  const run = async (steps: number, batches: (s: number) => HostBatch, lr: number, recompute = false) => {
+  const run = async (
+    steps: number,
+    batches: (s: number) => HostBatch,
+    lr: number,
+    recompute = false,
+    innerFromFastLayers = true,
+  ) => {
     const weights = createWeights(gpu, llama, values);
     const prepared = await focusft.prepare(
       { gpu, base: weights, baseValues: values, trainLength: T2, maxLength: T2, seed },
@@ -572,6 +578,7 @@ Deno.test("three FocuSFT steps repeat bitwise; evaluation at init is the base mo
       T: T2,
       optimizer: { lr, maxGradNorm: 1 },
       recompute,
+      innerFromFastLayers,
     });
     const t0 = performance.now();
     for (let s = 0; s < steps; s++) await trainer.step(batches(s));
@@ -598,6 +605,21 @@ Deno.test("three FocuSFT steps repeat bitwise; evaluation at init is the base mo
   const c = await run(3, (s) => copyBatch(100 + s), 3e-3, true);
   assertBitwiseEqual("loss sums with recompute", c.sums, a.sums);
   assertBitwiseEqual("weights with recompute", c.weights, a.weights);
+  // The spec's no_grad trick (inner passes and the outer forward skip block 0, below the fast layers)
+  // gives what full passes give, with and without recompute.
+  assert.deepEqual(fastLayers(llama.nLayer, cfg.layerFraction), [1, 2]);
+  for (const recompute of [false, true]) {
+    const d = await run(3, (s) => copyBatch(100 + s), 3e-3, recompute, false);
+    const what = `full inner passes${recompute ? " with recompute" : ""}`;
+    assertBitwiseEqual(`loss sums, ${what}`, d.sums, a.sums);
+    assertBitwiseEqual(
+      `inner losses, ${what}`,
+      Float32Array.from(d.inner.flat()),
+      Float32Array.from(a.inner.flat()),
+    );
+    assertBitwiseEqual(`weights, ${what}`, d.weights, a.weights);
+    assertBitwiseEqual(`fast weights, ${what}`, d.phi, a.phi);
+  }
   console.log(`3 steps: ${a.ms.toFixed(0)} ms per step (B 1, T ${T2})`);
 
   // Evaluation: the fast weights are gone; the base (or base + the zero-initialised outer LoRA) runs
