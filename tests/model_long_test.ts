@@ -192,7 +192,7 @@ Deno.test("graph memory is exactly a + b·T for T = 4096 … 32768, and recomput
   assert.ok(at32k < bound, `${at32k} bytes > bound ${bound}`);
 });
 
-Deno.test("Llama (2 layers, GQA, S²-Attn, recompute): forward + backward at T = 32768 in linear memory", async () => {
+Deno.test("Llama (2 layers, GQA, S²-Attn, recompute): forward + backward at T = 32768 in linear memory, twice bit for bit", async () => {
   const gpu = await getGpu();
   const weights = createWeights(gpu, llama, initialWeights(llama, 7));
   const { V, H, D } = weights.dims;
@@ -216,6 +216,11 @@ Deno.test("Llama (2 layers, GQA, S²-Attn, recompute): forward + backward at T =
       `Llama T=${T}: forward + backward ${(timed.ms / 1000).toFixed(1)} s on the GPU (${timed.source}), ` +
         `${((performance.now() - t0) / 1000).toFixed(1)} s with readback, on ${gpu.adapter.description}`,
     );
+    // The same recording again (the backward zeroes the gradients first): identical bits.
+    await rec.submit();
+    const [lossSum2, grads2] = await readTensors(gpu, [graph.lossSum, graph.grads!]) as Float32Array[];
+    assertBitwiseEqual("Llama loss, second run", lossSum2, lossSum);
+    assertBitwiseEqual("Llama gradients, second run", grads2, grads);
     run = { lossSum: lossSum[0], losses, grads, lse, o, bytes: graph.bytes };
     rec.destroy();
     destroyGraph(graph);
