@@ -189,6 +189,23 @@ Deno.test("environment changes that make numbers incomparable are warnings, not 
   assert.match(markdown, /### Warnings/);
 });
 
+Deno.test("llvmpipe's OpenGL and Vulkan paths (one description) differ by subgroup range; older reports lack it", () => {
+  const a = baseline();
+  const withSizes = (sizes: [number, number] | undefined): Report => {
+    const r = structuredClone(a);
+    const adapter = { ...r.environment.adapter! };
+    if (sizes) adapter.subgroupSizes = sizes;
+    else delete adapter.subgroupSizes;
+    r.environment.adapter = adapter;
+    return r;
+  };
+  const warned = (x: Report, y: Report) =>
+    compareReports(x, y).warnings.some((w) => w.startsWith("environment.adapter differs"));
+  assert.equal(warned(withSizes([4, 128]), withSizes([8, 8])), true);
+  assert.equal(warned(withSizes([4, 128]), withSizes([4, 128])), false);
+  assert.equal(warned(withSizes(undefined), withSizes([8, 8])), false, "an older report is not flagged");
+});
+
 Deno.test("history records per commit, replaces on re-record, and names bad fields", async () => {
   const folder = await Deno.makeTempDir();
   try {

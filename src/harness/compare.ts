@@ -112,6 +112,8 @@ function environmentWarnings(a: Report, b: Report): string[] {
     b.suite.configHash,
     "the suites differ, numbers may not compare",
   );
+  // Reports written before subgroup sizes were recorded lack them: compare them only when both have them.
+  const bothSubgroups = [a, b].every((r) => r.environment.adapter?.subgroupSizes !== undefined);
   const adapterOf = (report: Report) => {
     const adapter = report.environment.adapter;
     return adapter === null ? null : {
@@ -119,7 +121,7 @@ function environmentWarnings(a: Report, b: Report): string[] {
       vendor: adapter.vendor,
       architecture: adapter.architecture,
       device: adapter.device,
-      subgroupSizes: adapter.subgroupSizes ?? null,
+      ...(bothSubgroups ? { subgroupSizes: adapter.subgroupSizes } : {}),
     };
   };
   differs("environment.adapter", adapterOf(a), adapterOf(b), "timings and float results may differ");

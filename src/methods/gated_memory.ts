@@ -23,9 +23,9 @@
  * batched matmuls over heads; the rest is kernels/gated_memory.wgsl.
  *
  * The 2024 code also puts a "dummy" LoRA (r = 2, α = 4, so s = 2) on lm_head so that PEFT accepts the
- * model, and it trains with the rest: logits += 2·(lnf·Aᵀ)·Bᵀ, A (2, C) kaiming-uniform, B (V, 2) zero (PEFT's
- * init), through the graph's LM-head linear site. Its 2·(C + V) parameters sit at the end of the table and
- * draw from streams after the memory's, so the memory's initial values do not depend on it.
+ * model, and it trains with the rest: logits += 2·(lnf·Aᵀ)·Bᵀ with A (2, C) kaiming-uniform and B (V, 2)
+ * zero (PEFT's init), through the graph's LM-head linear site. Its 2·(C + V) parameters sit at the end of
+ * the table and draw from streams after the memory's, so the memory's initial values do not depend on it.
  */
 import type { Gpu } from "../gpu/device.ts";
 import type { Recorder } from "../gpu/recorder.ts";

@@ -21,8 +21,9 @@
  * shells pass; argparse keeps the last (1e-5), which `lr: 1e-5` reproduces. qaEpochs defaults to 3 (the
  * spec gives no value). The regulariser's scale defaults to 0.1 (the shells use 0.1 or 1.0). The code's
  * dummy lm_head LoRA (r 2, α 4) trains with the memory, as there (gated_memory.ts). The pre-LIFT SFT
- * stage of the 2024 code is not part of this method; `documentInit: "prepared"` starts each document from whatever state the
- * prepared adapter holds (e.g. after the harness trained it) instead of a fresh initialisation.
+ * stage of the 2024 code is not part of this method; `documentInit: "prepared"` starts each document
+ * from whatever state the prepared adapter holds (e.g. after the harness trained it) instead of a fresh
+ * initialisation.
  */
 import { z } from "zod";
 import { sha256 } from "../data/hash.ts";
