@@ -25,6 +25,7 @@ import { createGraph, destroyGraph, recordForward } from "../src/model/model.ts"
 import { ropeFrequencies, ropeTables } from "../src/model/rope_scaling.ts";
 import { createWeights, initialWeights } from "../src/model/weights.ts";
 import { createLoraAdapter, loraConfigSchema } from "../src/methods/lora.ts";
+import { createLoradaAdapter, loradaConfigSchema, loradaNames } from "../src/methods/lorada.ts";
 import { fillUniform, Rng } from "../src/random/philox.ts";
 import { assertBitwiseEqual, compare } from "./reference/compare.ts";
 import { runGraph } from "./reference/graph_run.ts";
@@ -66,6 +67,19 @@ function lora(gpu: Gpu, config: ModelConfig, seed: number): Adapter {
   for (const m of adapter.matrices) {
     const e = adapter.table.byName.get(m.b)!;
     for (let i = 0; i < e.numel; i++) values[e.offset + i] = (rng.uniform() - 0.5) * 0.8;
+  }
+  upload(gpu, adapter.params!, values);
+  return adapter;
+}
+
+/** LoRaDA (r 3) with W drawn away from its zero init, so the map changes the logits. */
+function lorada(gpu: Gpu, config: ModelConfig, seed: number): Adapter {
+  const adapter = createLoradaAdapter(gpu, config, loradaConfigSchema.parse({ r: 3 }), seed);
+  const values = adapter.values.slice();
+  const rng = new Rng(seed, 6);
+  for (let l = 0; l < config.nLayer; l++) {
+    const e = adapter.table.byName.get(loradaNames(l).w)!;
+    for (let i = 0; i < e.numel; i++) values[e.offset + i] = (rng.uniform() - 0.5) * 0.6;
   }
   upload(gpu, adapter.params!, values);
   return adapter;
@@ -127,12 +141,16 @@ function randomPrompt(V: number, T: number, seed: number): number[] {
 const PROMPT = 9, NEW = 14;
 
 for (const [name, config] of [["GPT-2", gpt2], ["Llama GQA + YaRN", llama]] as const) {
-  for (const withLora of [false, true]) {
-    const label = `${name}${withLora ? " + LoRA" : ""}`;
+  for (const kind of ["", "LoRA", "LoRaDA"] as const) {
+    const label = `${name}${kind ? ` + ${kind}` : ""}`;
     Deno.test(`${label}: KV-cache greedy tokens and logits match full recompute`, async () => {
       const gpu = await getGpu();
       const weights = scaledWeights(gpu, config, 3);
-      const adapter = withLora ? lora(gpu, config, 17) : null;
+      const adapter = kind === "LoRA"
+        ? lora(gpu, config, 17)
+        : kind === "LoRaDA"
+        ? lorada(gpu, config, 19)
+        : null;
       const model: DecodeModel = { weights, adapter };
       const prompt = randomPrompt(config.vocabSize, PROMPT, 4);
       const want = await recomputeGreedy(gpu, model, prompt, NEW);
@@ -141,6 +159,7 @@ for (const [name, config] of [["GPT-2", gpt2], ["Llama GQA + YaRN", llama]] as c
         maxLength: PROMPT + NEW + 3,
         keysPerSplit: config.family === "llama" ? 4 : undefined,
       });
+      assert.equal(decoder.incremental, true, "every adapter here decodes with the KV cache");
       await decoder.start(prompt, NEW);
       let maxErr = 0;
       for (let i = 0; i < NEW; i++) {

@@ -16,14 +16,19 @@
  * of the attention output o (the attention backward needs o itself) and the heads merged. The backward
  * splits datt into dO (the softmax attention and the map get the same gradient), runs the map's backward
  * (da, dw, and dv, which the graph adds to the attention's), and the qkv linear's backward hook turns da,
- * dw into dU, dW and their share of dx. Decoding with a KV cache cannot carry the map's prefix sums, so
- * the adapter is not incremental and generation recomputes the prefix.
+ * dw into dU, dW and their share of dx.
+ *
+ * Decoding with a KV cache carries the map as attention carries keys and values: o_i += s·a_i·S_i with
+ * S_i = Σ_{j≤i} w_jᵀ·v_j (R × D per head, per layer). The prompt's graph sets S from its w and v after
+ * its map (one batched matmul per layer), each step adds w_iᵀ·v_i and reads a_i·S_i — the map's sums in
+ * another order, so decoded logits equal recompute to f32 rounding, not bit for bit.
  *
  * The map is causal over the whole sequence whatever the graph's softmax mask (S²-Attn groups, turns):
  * the spec gives only M_causal. A training graph keeps a and w for every layer, 2·L·B·T·H·r floats.
  */
 import { z } from "zod";
 import type { Gpu } from "../gpu/device.ts";
+import type { Recorder } from "../gpu/recorder.ts";
 import { createTensor, type Tensor } from "../gpu/tensor.ts";
 import { type AdapterHooks, type AttachContext, NO_BASE } from "../model/adapter.ts";
 import { dims, type ModelConfig } from "../model/config.ts";
@@ -95,7 +100,6 @@ export function loradaPart(gpu: Gpu, model: ModelConfig, config: LoradaConfig, s
     name: "lorada",
     table,
     values,
-    incremental: false,
     attach: (ctx, params) => loradaHooks(gpu, ctx, params, table, config),
   };
 }
@@ -135,6 +139,32 @@ function loradaHooks(
   const mixed = make([B, H, T, D], "o");
   const da = ctx.training ? make([B, H, T, R], "da") : null;
   const dw = ctx.training ? make([B, H, T, R], "dw") : null;
+  // Decoding: each layer's S (H, R, D) lives in the decoder's state; v is widened to H heads for GQA.
+  const decode = ctx.decode;
+  if (decode && B !== 1) throw new RangeError(`lorada: a decoder attaches with B = 1, got ${B}`);
+  const prefixSum = (layer: number): Tensor => {
+    const name = `lorada.S.${layer}`;
+    let S = decode!.state.get(name);
+    if (!S) {
+      S = createTensor(gpu, [H, R, D], { label: `lorada.decode.S.${layer}` });
+      decode!.state.set(name, S);
+    }
+    return S;
+  };
+  const vHeads = decode && Hkv !== H ? make([H, T, D], "vHeads") : null;
+  const perHead = (rec: Recorder, v: Tensor): Tensor => {
+    if (!vHeads) return { ...v, shape: [H, T, D] };
+    const group = H / Hkv, bytes = T * D * 4;
+    for (let h = 0; h < H; h++) {
+      const g = Math.floor(h / group);
+      rec.copy({ ...vHeads, offset: vHeads.offset + h * bytes, shape: [T, D] }, {
+        ...v,
+        offset: v.offset + g * bytes,
+        shape: [T, D],
+      });
+    }
+    return vHeads;
+  };
 
   return {
     async linearForward(rec, site, _y, x) {
@@ -148,7 +178,18 @@ function loradaHooks(
     async mixOutput(rec, layer, t) {
       const s = slot(layer);
       rec.copy(mixed, t.o);
-      await lowrankAttentionForward(rec, mixed, s.a, s.w, t.v, shape, { ...opts, accumulate: true });
+      const heads = (x: Tensor, cols: number): Tensor => ({ ...x, shape: [H, T, cols] });
+      if (decode?.phase === "step") {
+        // S += wᵀ·v, then o += s·a·S (T = 1).
+        const S = prefixSum(layer), v = perHead(rec, t.v);
+        await matmul(rec, S, heads(s.w, R), v, { transA: true, accumulate: true });
+        await matmul(rec, heads(mixed, D), heads(s.a, R), S, { accumulate: true, alpha: opts.scale });
+      } else {
+        await lowrankAttentionForward(rec, mixed, s.a, s.w, t.v, shape, { ...opts, accumulate: true });
+        if (decode?.phase === "prefill") {
+          await matmul(rec, prefixSum(layer), heads(s.w, R), perHead(rec, t.v), { transA: true });
+        }
+      }
       await mergeHeads(rec, t.att, mixed);
     },
     async mixOutputBackward(rec, layer, t) {
@@ -196,9 +237,8 @@ export const lorada: Method<typeof loradaConfigSchema> = {
   caveat:
     "A reconstruction from the abstract only (methods spec §6, UNVERIFIED): no official code or method " +
     "section was found, so the map's placement after the softmax, its causal mask, the 1/√r scale, per-head " +
-    "U, W on the normed block input and W = 0 at init are our assumptions, not the paper's. Decoding " +
-    "recomputes the prefix (no KV cache). The map stays causal under other softmax masks. Attention " +
-    "diagnostics measure the softmax part only.",
+    "U, W on the normed block input and W = 0 at init are our assumptions, not the paper's. The map " +
+    "stays causal under other softmax masks. Attention diagnostics measure the softmax part only.",
   config: loradaConfigSchema,
   parameterCount: loradaParameterCount,
   prepare(ctx, config) {

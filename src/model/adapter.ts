@@ -61,6 +61,22 @@ export interface AttachContext {
    * so Σ weights·loss is the mean loss); 0 where a token has no target. Regularisers read it.
    */
   lossWeights: Tensor;
+  /** Set when a KV-cache decoder attaches: its prompt graph or its one-token step (decode.ts). */
+  decode?: DecodeLink;
+}
+
+/**
+ * What a KV-cache decoder tells the adapters it attaches, so an adapter with state over the prefix (as
+ * LoRaDA's map) can carry it from the prompt to the steps as attention carries its keys and values.
+ */
+export interface DecodeLink {
+  /** "prefill": the prompt's graph (B = 1, T = prompt length); "step": one new token (T = 1). */
+  phase: "prefill" | "step";
+  /**
+   * Tensors kept between the prefill and the steps, by name, shared by both attachments; the decoder
+   * frees them. An adapter that sets `incremental` must rebuild them in every prefill.
+   */
+  state: Map<string, Tensor>;
 }
 
 /** Attention parameters an adapter supplies for one layer; the graph's defaults where absent. */

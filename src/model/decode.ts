@@ -243,6 +243,8 @@ function cachedDecoder(gpu: Gpu, model: DecodeModel, opts: DecoderOptions): Deco
     ? uploadRopeTables(gpu, decodeRopeTables(config.rope, D, maxLength), "decode.rope")
     : null;
   if (rope) owned.push(rope.cos, rope.sin);
+  // What an adapter carries from the prompt to the steps (freed with the decoder).
+  const adapterState = new Map<string, Tensor>();
   const hooks: AdapterHooks = adapter
     ? adapter.attach({
       B: 1,
@@ -254,6 +256,7 @@ function cachedDecoder(gpu: Gpu, model: DecodeModel, opts: DecoderOptions): Deco
       grads: null,
       positions: position,
       lossWeights: make([1], "decode.lossWeights"),
+      decode: { phase: "step", state: adapterState },
     })
     : {};
   const p = (name: string) => viewOf(weights.params, weights.table, name);
@@ -361,6 +364,7 @@ function cachedDecoder(gpu: Gpu, model: DecodeModel, opts: DecoderOptions): Deco
       training: false,
       adapter: adapter ?? undefined,
       mask: model.evalMask,
+      decode: { phase: "prefill", state: adapterState },
     });
     const rec = new Recorder(gpu, `prefill T=${T}`);
     await recordForward(rec, graph, { logitsOnly: true });
@@ -433,7 +437,7 @@ function cachedDecoder(gpu: Gpu, model: DecodeModel, opts: DecoderOptions): Deco
       dropPrefill();
       stepRecorder?.destroy();
       hooks.destroy?.();
-      for (const t of owned) t.buffer.destroy();
+      for (const t of [...owned, ...adapterState.values()]) t.buffer.destroy();
     },
   };
 }

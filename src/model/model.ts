@@ -46,6 +46,7 @@ import {
   ALL_BASE,
   type AttentionParams,
   type BaseTrainable,
+  type DecodeLink,
   headSite,
   type LinearName,
   type LinearSite,
@@ -68,6 +69,8 @@ export interface GraphOptions {
   mask?: { mode: LayerMaskMode; groupSize?: number };
   /** A fine-tuning method's trainable tensors and hooks. */
   adapter?: Adapter;
+  /** Set by a KV-cache decoder for its prompt graph (passed to the adapter's attach). */
+  decode?: DecodeLink;
   /** Which base tensors train (default: all of them when training). */
   trainable?: BaseTrainable;
 }
@@ -121,7 +124,9 @@ export interface GraphInputs {
 export interface Graph {
   gpu: Gpu;
   weights: ModelWeights;
-  options: Required<Omit<GraphOptions, "mask" | "adapter" | "trainable">> & { mask: AttentionMask };
+  options: Required<Omit<GraphOptions, "mask" | "adapter" | "trainable" | "decode">> & {
+    mask: AttentionMask;
+  };
   inputs: GraphInputs;
   /** x[0] = embeddings, x[l + 1] = output of block l; each (B, T, C). */
   residual: Tensor[];
@@ -303,6 +308,7 @@ export function createGraph(gpu: Gpu, weights: ModelWeights, opts: GraphOptions)
       grads: adapterGrads,
       positions: inputs.positions,
       lossWeights: inputs.weights,
+      decode: opts.decode,
     })
     : {};
   if (scratch && (hooks.mixOutput || hooks.mixOutputBackward)) {
