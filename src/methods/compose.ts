@@ -168,8 +168,15 @@ function sole<K extends keyof AdapterHooks>(
   return owners.length ? hooks[owners[0]] : null;
 }
 
-/** Runs hooks one after the other; backward hooks in reverse order. */
-function chainHooks(adapter: string, hooks: readonly AdapterHooks[], names: readonly string[]): AdapterHooks {
+/**
+ * Runs hooks one after the other; backward hooks in reverse order. At most one part may supply the
+ * attention parameters and one the output mix (`names` name the parts in the error).
+ */
+export function chainHooks(
+  adapter: string,
+  hooks: readonly AdapterHooks[],
+  names: readonly string[],
+): AdapterHooks {
   const backward = [...hooks].reverse();
   const attention = sole(adapter, hooks, names, "attention");
   const attentionBack = sole(adapter, hooks, names, "attentionBackward");

@@ -43,6 +43,7 @@ import {
   type LoraMatrix,
   loraScale,
   loraSpecs,
+  matricesBySite,
 } from "./lora.ts";
 import type { Method, PreparedMethod } from "./method.ts";
 
@@ -122,11 +123,7 @@ export function doraHooks(
   scale: number,
 ): AdapterHooks {
   const N = ctx.B * ctx.T;
-  const bySite = new Map<string, DoraMatrix[]>();
-  for (const m of matrices) {
-    const key = `${m.layer}.${m.site}`;
-    bySite.set(key, [...(bySite.get(key) ?? []), m]);
-  }
+  const onSite = matricesBySite(matrices);
   const widest = Math.max(1, ...matrices.map((m) => m.out));
   const norms = normSlots(gpu, matrices, "dora.norms");
   const z = createTensor(gpu, [N, r], { label: "dora.z" });
@@ -152,7 +149,7 @@ export function doraHooks(
   };
   return {
     async linearForward(rec, site, y, x) {
-      for (const m of bySite.get(`${site.layer}.${site.name}`) ?? []) {
+      for (const m of onSite(site)) {
         const a = at(params, m.a), b = at(params, m.b);
         const n = norms.of(m);
         await doraRowNorm(rec, n, siteWeight(m), a, b, m.offset, scale);
@@ -165,7 +162,7 @@ export function doraHooks(
     },
     async linearBackward(rec, site, dx, dy, x) {
       const grads = ctx.grads!;
-      for (const m of bySite.get(`${site.layer}.${site.name}`) ?? []) {
+      for (const m of onSite(site)) {
         const a = at(params, m.a), b = at(params, m.b);
         const n = norms.of(m);
         const weight = w0(rec, m);

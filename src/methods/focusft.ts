@@ -21,7 +21,7 @@
 import { z } from "zod";
 import type { Gpu } from "../gpu/device.ts";
 import { tensorFrom } from "../gpu/tensor.ts";
-import { type Adapter, type AdapterHooks, ALL_BASE, NO_BASE } from "../model/adapter.ts";
+import { type Adapter, ALL_BASE, NO_BASE } from "../model/adapter.ts";
 import { dims, type ModelConfig } from "../model/config.ts";
 import { buildTable, parameterCount, type ParamSpec, paramTable } from "../model/params.ts";
 import { type FocusftSetup, FocusftTrainer, type FocusftTrainerOptions } from "../train/focusft_trainer.ts";
@@ -36,6 +36,7 @@ import {
   loraScale,
   loraSpecs,
 } from "./lora.ts";
+import { chainHooks } from "./compose.ts";
 import type { Method, PreparedMethod } from "./method.ts";
 
 /** FocuSFT's configuration (the authors' defaults, configs/focusft_qwen25_7b.yaml and MemoryConfig). */
@@ -96,21 +97,6 @@ export function focusftParameterCount(model: ModelConfig, config: FocusftConfig)
     : loraParameterCount(model, config.outerLora);
 }
 
-/** Runs several adapters' hooks at the same points, in order (only linear hooks are used here). */
-function chainLinearHooks(parts: AdapterHooks[]): AdapterHooks {
-  return {
-    async linearForward(rec, site, y, x) {
-      for (const h of parts) await h.linearForward?.(rec, site, y, x);
-    },
-    async linearBackward(rec, site, dx, dy, x) {
-      for (const h of parts) await h.linearBackward?.(rec, site, dx, dy, x);
-    },
-    destroy() {
-      for (const h of parts) h.destroy?.();
-    },
-  };
-}
-
 /** What `prepare` returns for FocuSFT: the usual fields plus what the bilevel trainer needs. */
 export interface FocusftPrepared extends PreparedMethod {
   focusft: FocusftSetup;
@@ -152,11 +138,12 @@ export function createFocusftSetup(
     name: "focusft",
     table,
     params,
-    attach: (ctx) =>
-      chainLinearHooks([
-        ...(outer.length ? [loraHooks(gpu, ctx, params, table, outer, config.outerLora.r, outerScale)] : []),
-        loraHooks(gpu, ctx, params, table, fast, config.rank, fastScale),
-      ]),
+    attach: (ctx) => {
+      const fastHooks = loraHooks(gpu, ctx, params, table, fast, config.rank, fastScale);
+      if (!outer.length) return fastHooks;
+      const outerHooks = loraHooks(gpu, ctx, params, table, outer, config.outerLora.r, outerScale);
+      return chainHooks("focusft", [outerHooks, fastHooks], ["outer lora", "fast weights"]);
+    },
   };
   const outerParams = { ...params, shape: [outerTable.size], label: "focusft.outerLora" };
   const evalAdapter: Adapter | null = outer.length

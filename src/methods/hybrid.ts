@@ -49,6 +49,7 @@ import {
   loraScale,
   loraSpecs,
 } from "./lora.ts";
+import { chainHooks } from "./compose.ts";
 import type { Method, PrepareContext, PreparedMethod } from "./method.ts";
 import {
   type CalibrationSequence,
@@ -175,26 +176,6 @@ export function filterHooks(gpu: Gpu, ctx: AttachContext, params: Tensor, table:
   };
 }
 
-/** Runs hooks one after the other (backward hooks in reverse order). */
-function composeHooks(parts: AdapterHooks[]): AdapterHooks {
-  const backward = [...parts].reverse();
-  const withAttention = parts.find((h) => h.attention);
-  return {
-    async linearForward(rec, site, y, x) {
-      for (const h of parts) await h.linearForward?.(rec, site, y, x);
-    },
-    async linearBackward(rec, site, dx, dy, x) {
-      for (const h of backward) await h.linearBackward?.(rec, site, dx, dy, x);
-    },
-    ...(withAttention
-      ? { attention: withAttention.attention, attentionBackward: withAttention.attentionBackward }
-      : {}),
-    destroy() {
-      for (const h of parts) h.destroy?.();
-    },
-  };
-}
-
 /** A hybrid adapter and what tests and reports read from it. */
 export interface HybridAdapter extends Adapter {
   plan: BudgetPlan;
@@ -272,11 +253,20 @@ export function createHybridAdapter(
     filters,
     values,
     attach(ctx) {
-      const parts: AdapterHooks[] = [];
-      if (matrices.length > 0) parts.push(loraHooks(gpu, ctx, params!, table, matrices, plan.r, scale));
-      if (neurons.length > 0) parts.push(neuronHooks(gpu, ctx, params!, table, neurons, index.index));
-      if (filters) parts.push(filterHooks(gpu, ctx, params!, table));
-      return composeHooks(parts);
+      const parts: AdapterHooks[] = [], names: string[] = [];
+      if (matrices.length > 0) {
+        parts.push(loraHooks(gpu, ctx, params!, table, matrices, plan.r, scale));
+        names.push("lora");
+      }
+      if (neurons.length > 0) {
+        parts.push(neuronHooks(gpu, ctx, params!, table, neurons, index.index));
+        names.push("neurons");
+      }
+      if (filters) {
+        parts.push(filterHooks(gpu, ctx, params!, table));
+        names.push("filters");
+      }
+      return chainHooks("hybrid", parts, names);
     },
     group: (e) => (filterEntry(e) ? { lrScale: config.attentionLrScale, weightDecay: 0 } : {}),
     destroy() {

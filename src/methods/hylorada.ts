@@ -68,6 +68,7 @@ import {
   type LoraMatrix,
   loraScale,
   loraSpecs,
+  matricesBySite,
 } from "./lora.ts";
 import type { Method, MethodLengths, PrepareContext, PreparedMethod } from "./method.ts";
 
@@ -317,11 +318,7 @@ function positionLoraHooks(
   const N = ctx.B * ctx.T;
   const r = plan.lora.r;
   const slots = new Map(matrices.map((m, i) => [m, plan.positionScales === 1 ? 0 : i]));
-  const bySite = new Map<string, LoraMatrix[]>();
-  for (const m of matrices) {
-    const key = `${m.layer}.${m.site}`;
-    bySite.set(key, [...(bySite.get(key) ?? []), m]);
-  }
+  const onSite = matricesBySite(matrices);
   const widest = Math.max(1, ...matrices.map((m) => m.out));
   const z = createTensor(gpu, [N, r], { label: "hylorada.z" });
   const u = createTensor(gpu, [N, r], { label: "hylorada.u" });
@@ -335,7 +332,7 @@ function positionLoraHooks(
   const whole = (m: LoraMatrix, outDim: number) => m.offset === 0 && m.out === outDim;
   return {
     async linearForward(rec, site, y, x) {
-      for (const m of bySite.get(`${site.layer}.${site.name}`) ?? []) {
+      for (const m of onSite(site)) {
         await matmul(rec, z, x, at(params, m.a), { transB: true });
         await positionScale(rec, u, z, ctx.positions, bw, slots.get(m)!);
         if (whole(m, site.outDim)) {
@@ -350,7 +347,7 @@ function positionLoraHooks(
     async linearBackward(rec, site, dx, dy, x) {
       const grads = ctx.grads!;
       const dbw = biasSlice(grads, table, plan.positionScales);
-      for (const m of bySite.get(`${site.layer}.${site.name}`) ?? []) {
+      for (const m of onSite(site)) {
         let dyM = dy;
         if (!whole(m, site.outDim)) {
           dyM = rows(dyBlock, m.out);

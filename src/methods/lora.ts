@@ -189,6 +189,18 @@ export function orthogonalRows(out: Float32Array, r: number, n: number, seed: nu
   }
 }
 
+/** Groups matrices by the linear site they hook: `at(site)` lists them in their given order. */
+export function matricesBySite<M extends { layer: number; site: LinearName }>(
+  matrices: readonly M[],
+): (site: LinearSite) => readonly M[] {
+  const bySite = new Map<string, M[]>();
+  for (const m of matrices) {
+    const key = `${m.layer}.${m.site}`;
+    bySite.set(key, [...(bySite.get(key) ?? []), m]);
+  }
+  return (site) => bySite.get(`${site.layer}.${site.name}`) ?? [];
+}
+
 /**
  * The LoRA hooks for one graph over `matrices` whose A and B live in `params`/`grads` at `table`'s
  * offsets. Scratch is shared by every matrix (the hooks run one after the other).
@@ -203,11 +215,7 @@ export function loraHooks(
   scale: number,
 ): AdapterHooks {
   const N = ctx.B * ctx.T;
-  const bySite = new Map<string, LoraMatrix[]>();
-  for (const m of matrices) {
-    const key = `${m.layer}.${m.site}`;
-    bySite.set(key, [...(bySite.get(key) ?? []), m]);
-  }
+  const onSite = matricesBySite(matrices);
   // Scratch for column blocks; the LM head's matrix is always whole (it never needs one).
   const widest = Math.max(1, ...matrices.filter((m) => m.site !== "lmHead").map((m) => m.out));
   const z = createTensor(gpu, [N, r], { label: "lora.z" });
@@ -219,7 +227,7 @@ export function loraHooks(
   const whole = (m: LoraMatrix, site: LinearSite) => m.offset === 0 && m.out === site.outDim;
   return {
     async linearForward(rec, site, y, x) {
-      for (const m of bySite.get(`${site.layer}.${site.name}`) ?? []) {
+      for (const m of onSite(site)) {
         await matmul(rec, z, x, at(params, m.a), { transB: true });
         if (whole(m, site)) {
           await matmul(rec, y, z, at(params, m.b), { transB: true, accumulate: true, alpha: scale });
@@ -232,7 +240,7 @@ export function loraHooks(
     },
     async linearBackward(rec, site, dx, dy, x) {
       const grads = ctx.grads!;
-      for (const m of bySite.get(`${site.layer}.${site.name}`) ?? []) {
+      for (const m of onSite(site)) {
         let dyM = dy;
         if (!whole(m, site)) {
           dyM = rows(dyBlock, m.out);

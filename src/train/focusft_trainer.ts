@@ -23,19 +23,17 @@
 import type { Gpu } from "../gpu/device.ts";
 import { checked } from "../gpu/device.ts";
 import { Recorder } from "../gpu/recorder.ts";
-import { createTensor, readF32, type Tensor, upload } from "../gpu/tensor.ts";
-import { type Adapter, type BaseTrainable, NO_BASE, trainableRange } from "../model/adapter.ts";
+import { createTensor, readF32, type Tensor } from "../gpu/tensor.ts";
+import { type Adapter, type BaseTrainable, NO_BASE } from "../model/adapter.ts";
 import { createGraph, destroyGraph, type Graph, recordBackward, recordForward } from "../model/model.ts";
-import { decays, type ParamEntry } from "../model/params.ts";
+import type { ParamEntry } from "../model/params.ts";
 import { type ModelWeights, view } from "../model/weights.ts";
 import {
   adamw,
   type AdamWConfig,
   adamwConfigSchema,
-  type AdamWEntry,
   type AdamWTable,
   createAdamWStep,
-  createAdamWTable,
   writeAdamWStep,
 } from "../ops/adamw.ts";
 import { TOKEN_PAD, TOKEN_RESPONSE } from "../ops/attention.ts";
@@ -45,7 +43,14 @@ import { fillUniform } from "../ops/random.ts";
 import { reduceFull } from "../ops/reduce.ts";
 import { createSgdTable, destroySgdTable, sgdClipped, type SgdTable } from "../ops/sgd.ts";
 import { LossLog } from "./loss_log.ts";
-import { type HostBatch, type TrainerOptions, uploadBatch } from "./trainer.ts";
+import {
+  adamWState,
+  adapterAdamWEntries,
+  baseAdamWEntries,
+  type HostBatch,
+  type TrainerOptions,
+  uploadBatch,
+} from "./trainer.ts";
 
 /**
  * FocuSFT's turn structure ("glm_bidir", spec §5.4) from a (B, T) loss mask (1 on response tokens):
@@ -185,46 +190,25 @@ export class FocusftTrainer {
     this.config = adamwConfigSchema.parse(options.optimizer);
     const adapter = setup.adapter;
     if (!adapter.params || !graph.adapterGrads) throw new Error("focusft: the adapter holds no tensors");
-    const zeros = (label: string, size: number) => {
-      const t = createTensor(gpu, [size], { label });
-      upload(gpu, t, new Float32Array(size));
-      return t;
-    };
-    let entries: AdamWEntry[];
+    const decay = this.config.weightDecay;
     if (graph.grads) {
-      entries = weights.table.entries.flatMap((e) => {
-        const r = trainableRange(setup.trainable, e);
-        if (!r) return [];
-        return [{ label: e.name, offset: e.offset + r.from, size: r.count, weightDecay: this.#decay(e) }];
-      });
-      const size = weights.table.size;
+      const entries = baseAdamWEntries(weights.table, setup.trainable, decay);
       this.outer = {
         params: weights.params,
         grads: graph.grads,
         normOf: graph.grads,
-        m: zeros("focusft.adam.m", size),
-        v: zeros("focusft.adam.v", size),
-        table: createAdamWTable(gpu, entries, this.config),
+        ...adamWState(gpu, "focusft.adam", weights.table.size, entries, this.config),
       };
     } else {
       if (setup.outerEntries.length === 0) {
         throw new RangeError("focusft: nothing trains in the outer step (no base tensor and no outer LoRA)");
       }
-      entries = setup.outerEntries.map((e) => ({
-        label: e.name,
-        offset: e.offset,
-        size: e.numel,
-        lrScale: adapter.group?.(e).lrScale,
-        weightDecay: adapter.group?.(e).weightDecay ?? this.#decay(e),
-      }));
-      const size = adapter.table.size;
+      const entries = adapterAdamWEntries(adapter, setup.outerEntries, decay);
       this.outer = {
         params: adapter.params,
         grads: graph.adapterGrads,
         normOf: { ...graph.adapterGrads, shape: [setup.outerSize], label: "focusft.outerGrads" },
-        m: zeros("focusft.adam.m", size),
-        v: zeros("focusft.adam.v", size),
-        table: createAdamWTable(gpu, entries, this.config),
+        ...adamWState(gpu, "focusft.adam", adapter.table.size, entries, this.config),
       };
     }
     const fast = [...setup.fastA.map((a) => a.entry), ...setup.fastB];
@@ -236,10 +220,6 @@ export class FocusftTrainer {
     // Ring 0: the outer loss; rings 1…innerSteps: the inner losses before each inner update.
     this.#log = new LossLog(gpu, options.lossReadEvery ?? 10, 1 + setup.innerSteps, "focusft.lossHistory");
     this.#recording = new Recorder(gpu, "focusft step");
-  }
-
-  #decay(e: ParamEntry): number {
-    return decays(e) ? this.config.weightDecay : 0;
   }
 
   /** Builds the graph (with the method's mask and adapter) and records the step once. */

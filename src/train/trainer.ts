@@ -33,7 +33,7 @@ import {
   recordBackward,
   recordForward,
 } from "../model/model.ts";
-import { decays } from "../model/params.ts";
+import { decays, type ParamEntry, type ParamTable } from "../model/params.ts";
 import { type Adapter, ALL_BASE, type BaseTrainable, trainableRange } from "../model/adapter.ts";
 import { add } from "../ops/elementwise.ts";
 import { LossLog } from "./loss_log.ts";
@@ -118,6 +118,55 @@ export interface TrainerOptions {
   trainable?: BaseTrainable;
 }
 
+/** AdamW entries of the base tensors `trainable` selects; tensors that decay get `weightDecay`. */
+export function baseAdamWEntries(
+  table: ParamTable,
+  trainable: BaseTrainable,
+  weightDecay: number,
+): AdamWEntry[] {
+  return table.entries.flatMap((e) => {
+    const r = trainableRange(trainable, e);
+    if (!r) return [];
+    return [{
+      label: e.name,
+      offset: e.offset + r.from,
+      size: r.count,
+      weightDecay: decays(e) ? weightDecay : 0,
+    }];
+  });
+}
+
+/** AdamW entries of an adapter's tensors: its group multipliers, else the decay rule. */
+export function adapterAdamWEntries(
+  adapter: Adapter,
+  entries: readonly ParamEntry[],
+  weightDecay: number,
+): AdamWEntry[] {
+  return entries.map((e) => ({
+    label: e.name,
+    offset: e.offset,
+    size: e.numel,
+    lrScale: adapter.group?.(e).lrScale,
+    weightDecay: adapter.group?.(e).weightDecay ?? (decays(e) ? weightDecay : 0),
+  }));
+}
+
+/** Zeroed AdamW moments (`size` elements each) and the device table of `entries`. */
+export function adamWState(
+  gpu: Gpu,
+  label: string,
+  size: number,
+  entries: AdamWEntry[],
+  config: AdamWConfig,
+): { m: Tensor; v: Tensor; table: AdamWTable } {
+  const zeros = (name: string) => {
+    const t = createTensor(gpu, [size], { label: `${label}.${name}` });
+    upload(gpu, t, new Float32Array(size));
+    return t;
+  };
+  return { m: zeros("m"), v: zeros("v"), table: createAdamWTable(gpu, entries, config) };
+}
+
 /** One AdamW state: the parameters, gradients and moments of one table. */
 interface OptimizerPart {
   params: Tensor;
@@ -157,35 +206,21 @@ export class Trainer {
   ) {
     this.graph = graph;
     this.config = adamwConfigSchema.parse(options.optimizer);
-    const part = (label: string, params: Tensor, grads: Tensor, size: number, entries: AdamWEntry[]) => {
-      const make = (name: string) => {
-        const t = createTensor(gpu, [size], { label: `${label}.${name}` });
-        upload(gpu, t, new Float32Array(size));
-        return t;
-      };
-      return {
-        params,
-        grads,
-        m: make("m"),
-        v: make("v"),
-        table: createAdamWTable(gpu, entries, this.config),
-        size,
-        sumSq: createTensor(gpu, [1], { label: `${label}.gradSumSq` }),
-      };
-    };
-    const trainable = options.trainable ?? ALL_BASE;
+    const part = (label: string, params: Tensor, grads: Tensor, size: number, entries: AdamWEntry[]) => ({
+      params,
+      grads,
+      ...adamWState(gpu, label, size, entries, this.config),
+      size,
+      sumSq: createTensor(gpu, [1], { label: `${label}.gradSumSq` }),
+    });
+    const decay = this.config.weightDecay;
     this.base = graph.grads
       ? part(
         "adam",
         weights.params,
         graph.grads,
         weights.table.size,
-        weights.table.entries.flatMap((e) => {
-          const r = trainableRange(trainable, e);
-          if (!r) return [];
-          const weightDecay = decays(e) ? this.config.weightDecay : 0;
-          return [{ label: e.name, offset: e.offset + r.from, size: r.count, weightDecay }];
-        }),
+        baseAdamWEntries(weights.table, options.trainable ?? ALL_BASE, decay),
       )
       : null;
     const adapter = options.adapter;
@@ -195,13 +230,7 @@ export class Trainer {
         adapter.params,
         graph.adapterGrads,
         adapter.table.size,
-        adapter.table.entries.map((e) => ({
-          label: e.name,
-          offset: e.offset,
-          size: e.numel,
-          lrScale: adapter.group?.(e).lrScale,
-          weightDecay: adapter.group?.(e).weightDecay ?? (decays(e) ? this.config.weightDecay : 0),
-        })),
+        adapterAdamWEntries(adapter, adapter.table.entries, decay),
       )
       : null;
     if (!this.base && !this.adapterPart) {
