@@ -12,6 +12,7 @@ import { grid1d } from "../gpu/grid.ts";
 import { kernel } from "../gpu/kernel.ts";
 import type { Recorder } from "../gpu/recorder.ts";
 import { createTensor, numel, type Tensor, tensorFrom } from "../gpu/tensor.ts";
+import { shapeText } from "./checks.ts";
 
 const WG = 256;
 const ELEMS = 4;
@@ -155,8 +156,6 @@ export function writeAdamWStep(
   ]);
   gpu.device.queue.writeBuffer(stepValues.buffer, stepValues.offset, values);
 }
-
-const shapeText = (t: Tensor) => `${t.label} (${t.shape.join(", ")})`;
 
 /**
  * One AdamW step over every tensor of `table`. params, m, v, grads: (total,) f32 in one layout;

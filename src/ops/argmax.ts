@@ -9,8 +9,7 @@ import { grid1d } from "../gpu/grid.ts";
 import { kernel } from "../gpu/kernel.ts";
 import type { Recorder } from "../gpu/recorder.ts";
 import { numel, type Tensor } from "../gpu/tensor.ts";
-
-const shapeText = (t: Tensor) => `${t.label} (${t.shape.join(", ")})`;
+import { shapeText } from "./checks.ts";
 
 /**
  * Threads per row: 64 on CPU adapters (each barrier of the tree costs there), 256 on GPUs. The result

@@ -15,6 +15,7 @@ import { grid1d } from "../gpu/grid.ts";
 import { kernel } from "../gpu/kernel.ts";
 import type { Recorder } from "../gpu/recorder.ts";
 import { createTensor, type Tensor, tensorFrom } from "../gpu/tensor.ts";
+import { shapeText } from "./checks.ts";
 
 /**
  * The mask of one head:
@@ -145,8 +146,6 @@ interface Shapes {
   T: number;
   D: number;
 }
-
-const shapeText = (t: Tensor) => `${t.label} (${t.shape.join(", ")})`;
 
 /** Largest head size: each thread keeps up to four rows of D floats in registers. */
 export const MAX_HEAD_SIZE = 128;

@@ -13,6 +13,7 @@ import { kernel } from "../gpu/kernel.ts";
 import type { Recorder } from "../gpu/recorder.ts";
 import type { Tensor } from "../gpu/tensor.ts";
 import { absent, type AttentionMask, checkMask, maskInputs, MAX_HEAD_SIZE } from "./attention.ts";
+import { checkIs, shapeText } from "./checks.ts";
 
 /** Category bits a call can count (the kernel's register array). */
 export const MAX_CATEGORIES = 8;
@@ -48,21 +49,6 @@ export interface AttentionMassOptions {
    * llvmpipe's 65,535 loop iterations.
    */
   keysPerPass?: number;
-}
-
-const shapeText = (t: Tensor) => `${t.label} (${t.shape.join(", ")})`;
-
-function checkIs(
-  what: string,
-  t: Tensor,
-  want: readonly number[],
-  names: string,
-  dtype: "f32" | "u32",
-): void {
-  if (t.dtype !== dtype) throw new TypeError(`${what}: ${t.label} is ${t.dtype}, expected ${dtype}`);
-  if (t.shape.length !== want.length || t.shape.some((d, i) => d !== want[i])) {
-    throw new RangeError(`${what}: ${shapeText(t)} must be ${names} = (${want.join(", ")})`);
-  }
 }
 
 /**

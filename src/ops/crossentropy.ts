@@ -9,6 +9,7 @@ import { kernel } from "../gpu/kernel.ts";
 import { f32, i32, type Recorder } from "../gpu/recorder.ts";
 import type { Tensor } from "../gpu/tensor.ts";
 import { reduceFull } from "./reduce.ts";
+import { shapeText } from "./checks.ts";
 
 /** The target value that marks a token with no loss and no gradient (PyTorch's and HF's default). */
 export const IGNORE_INDEX = -100;
@@ -25,8 +26,6 @@ export interface CrossEntropyOptions {
 export function crossEntropyWorkgroupSize(V: number): number {
   return Math.min(256, Math.max(32, 2 ** Math.ceil(Math.log2(V))));
 }
-
-const shapeText = (t: Tensor) => `${t.label} (${t.shape.join(", ")})`;
 
 function requireDtype(what: string, t: Tensor, dtype: Tensor["dtype"]): void {
   if (t.dtype !== dtype) throw new TypeError(`${what}: ${t.label} is ${t.dtype}, expected ${dtype}`);

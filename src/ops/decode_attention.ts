@@ -13,13 +13,12 @@ import type { Gpu } from "../gpu/device.ts";
 import { kernel } from "../gpu/kernel.ts";
 import type { Recorder } from "../gpu/recorder.ts";
 import { createTensor, numel, type Tensor, tensorFrom } from "../gpu/tensor.ts";
+import { shapeText } from "./checks.ts";
 
 /** Largest head size (the kernel keeps a query row and an accumulator of D floats in registers). */
 export const DECODE_MAX_HEAD_SIZE = 128;
 const WG = 64;
 const BLOCK = 4;
-
-const shapeText = (t: Tensor) => `${t.label} (${t.shape.join(", ")})`;
 
 /** One layer's cache: k and v, each (Hkv, Tmax, D) f32, row t holding token t (post-RoPE for Llama). */
 export interface KvCache {

@@ -8,22 +8,9 @@ import { grid1d } from "../gpu/grid.ts";
 import { kernel } from "../gpu/kernel.ts";
 import type { Recorder } from "../gpu/recorder.ts";
 import { numel, type Tensor } from "../gpu/tensor.ts";
+import { checkF32, checkIs, shapeText } from "./checks.ts";
 
 const WG = 256;
-
-const shapeText = (t: Tensor) => `${t.label} (${t.shape.join(", ")})`;
-
-function checkF32(what: string, tensors: readonly Tensor[]): void {
-  for (const t of tensors) {
-    if (t.dtype !== "f32") throw new TypeError(`${what}: ${t.label} is ${t.dtype}, expected f32`);
-  }
-}
-
-function checkIs(what: string, t: Tensor, want: readonly number[], names: string): void {
-  if (t.shape.length !== want.length || t.shape.some((d, i) => d !== want[i])) {
-    throw new RangeError(`${what}: ${shapeText(t)} must be ${names} = (${want.join(", ")})`);
-  }
-}
 
 function checkElements(what: string, t: Tensor): number {
   const n = numel(t.shape);

@@ -9,6 +9,7 @@ import { kernel } from "../gpu/kernel.ts";
 import type { Recorder } from "../gpu/recorder.ts";
 import { numel, type Tensor, tensorFrom } from "../gpu/tensor.ts";
 import type { RopeTables } from "../model/rope_scaling.ts";
+import { shapeText } from "./checks.ts";
 
 const WG = 256;
 
@@ -31,8 +32,6 @@ export function uploadRopeTables(gpu: Gpu, tables: RopeTables, label = "rope"): 
     sin: tensorFrom(gpu, shape, tables.sin, { label: `${label}.sin` }),
   };
 }
-
-const shapeText = (t: Tensor) => `${t.label} (${t.shape.join(", ")})`;
 
 function checkRope(
   name: string,
