@@ -21,7 +21,37 @@ import type { Gpu } from "../gpu/device.ts";
 import { Recorder } from "../gpu/recorder.ts";
 import { createTensor, readTensors, type Tensor, tensorFrom } from "../gpu/tensor.ts";
 import type { Graph } from "../model/model.ts";
-import { attentionMass } from "../ops/attention_mass.ts";
+import { attentionMass, type AttentionMassOptions } from "../ops/attention_mass.ts";
+
+/**
+ * Records layer `l`'s attention mass per token category from what the graph's forward left: that layer's
+ * q, k (after RoPE), row lse, its logit scale and sink, under the graph's mask.
+ */
+export async function layerAttentionMass(
+  rec: Recorder,
+  graph: Graph,
+  l: number,
+  out: Tensor,
+  categories: Tensor,
+  opts: AttentionMassOptions,
+): Promise<void> {
+  const block = graph.blocks[l];
+  const ap = graph.attentionParams[l] ?? {};
+  await attentionMass(
+    rec,
+    out,
+    {
+      q: block.q,
+      k: block.k,
+      lse: block.lse,
+      logitScale: ap.logitScale ?? graph.logitScale,
+      sinkLogit: ap.sinkLogit,
+      categories,
+    },
+    graph.options.mask,
+    opts,
+  );
+}
 
 /** How a report names these numbers. */
 export const DIAGNOSTIC_DEFINITIONS = "working definitions [UNVERIFIED] (methods spec §5.5): means over " +
@@ -129,7 +159,7 @@ export async function attentionDiagnostics(
   roles: DiagnosticRoles,
 ): Promise<AttentionDiagnostics> {
   const gpu: Gpu = graph.gpu;
-  const { B, T, recompute, mask } = graph.options;
+  const { B, T, recompute } = graph.options;
   const { L, H } = graph.weights.dims;
   if (recompute) {
     throw new RangeError(
@@ -162,22 +192,10 @@ export async function attentionDiagnostics(
     const rec = new Recorder(gpu, "attention diagnostics");
     try {
       for (let l = 0; l < L; l++) {
-        const block = graph.blocks[l];
-        const ap = graph.attentionParams[l] ?? {};
-        await attentionMass(
-          rec,
-          masses[l],
-          {
-            q: block.q,
-            k: block.k,
-            lse: block.lse,
-            logitScale: ap.logitScale ?? graph.logitScale,
-            sinkLogit: ap.sinkLogit,
-            categories,
-          },
-          mask,
-          { categoryCount: CATEGORIES, rows: { from, to } },
-        );
+        await layerAttentionMass(rec, graph, l, masses[l], categories, {
+          categoryCount: CATEGORIES,
+          rows: { from, to },
+        });
       }
       await rec.submit();
     } finally {

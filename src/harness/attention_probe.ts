@@ -19,7 +19,7 @@ import { createTensor, readTensors, tensorFrom, upload } from "../gpu/tensor.ts"
 import type { Adapter } from "../model/adapter.ts";
 import { createGraph, destroyGraph, type GraphOptions, recordForward } from "../model/model.ts";
 import type { ModelWeights } from "../model/weights.ts";
-import { attentionMass } from "../ops/attention_mass.ts";
+import { layerAttentionMass } from "../eval/diagnostics.ts";
 import type { TokenSpan } from "../eval/sweeps.ts";
 
 /** Token regions of a prompt (half-open spans). */
@@ -94,22 +94,10 @@ export async function attentionMasses(
     const rec = new Recorder(gpu, "attention probe");
     await recordForward(rec, g, { logitsOnly: true });
     for (let l = 0; l < L; l++) {
-      const ap = g.attentionParams[l] ?? {};
-      const block = g.blocks[l];
-      await attentionMass(
-        rec,
-        masses[l],
-        {
-          q: block.q,
-          k: block.k,
-          lse: block.lse,
-          logitScale: ap.logitScale ?? g.logitScale,
-          sinkLogit: ap.sinkLogit,
-          categories,
-        },
-        g.options.mask,
-        { categoryCount: 4, rows: { from: T - 1, to: T } },
-      );
+      await layerAttentionMass(rec, g, l, masses[l], categories, {
+        categoryCount: 4,
+        rows: { from: T - 1, to: T },
+      });
     }
     await rec.submit();
     const values = (await readTensors(gpu, masses)) as Float32Array[];
