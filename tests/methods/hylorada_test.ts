@@ -25,10 +25,9 @@ import {
 import { loraScale } from "../../src/methods/lora.ts";
 import type { PreparedMethod } from "../../src/methods/method.ts";
 import { Rng } from "../../src/random/philox.ts";
-import { Trainer } from "../../src/train/trainer.ts";
+import { randomBatch, runGraph, trainOnPattern } from "../reference/graph_run.ts";
 import { MODE_GROUPS, MODE_GROUPS_SHIFTED } from "../reference/attention.ts";
 import { assertBitwiseEqual, compare } from "../reference/compare.ts";
-import { randomBatch, runGraph } from "../reference/graph_run.ts";
 import {
   bucketRef,
   hyloradaRefHooks,
@@ -515,18 +514,7 @@ Deno.test("HyLoRADA training (all components, S²-Attn, extended positions) lowe
     T,
     T,
   );
-  const trainer = await Trainer.create(gpu, prepared.weights, {
-    B: 1,
-    T,
-    optimizer: { lr: 5e-2, maxGradNorm: 1 },
-    adapter,
-    trainable: prepared.trainable,
-    mask: prepared.trainMask,
-  });
-  const pattern = Array.from({ length: T + 1 }, (_, i) => (i * 7) % 5 + 3);
-  const batch = { tokens: Uint32Array.from(pattern.slice(0, T)), targets: Int32Array.from(pattern.slice(1)) };
-  for (let i = 0; i < 40; i++) await trainer.step(batch);
-  const losses = await trainer.losses();
+  const losses = await trainOnPattern(gpu, prepared, T);
   console.log(`HyLoRADA losses: ${losses[0].toFixed(4)} → ${losses[39].toFixed(4)}`);
   assert.ok(losses[39] < losses[0] - 0.5, `loss ${losses[0]} → ${losses[39]} did not drop by 0.5`);
   assertBitwiseEqual("caller's base weights after training", await readWeights(gpu, base), values);

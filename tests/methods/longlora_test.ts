@@ -24,10 +24,9 @@ import {
 } from "../../src/methods/longlora.ts";
 import type { PreparedMethod } from "../../src/methods/method.ts";
 import { fillNormal, Rng } from "../../src/random/philox.ts";
-import { Trainer } from "../../src/train/trainer.ts";
+import { randomBatch, runGraph, trainOnPattern } from "../reference/graph_run.ts";
 import { MODE_GROUPS, MODE_GROUPS_SHIFTED } from "../reference/attention.ts";
 import { assertBitwiseEqual, compare } from "../reference/compare.ts";
-import { randomBatch, runGraph } from "../reference/graph_run.ts";
 import { hyloradaRefHooks } from "../reference/hylorada.ts";
 import { referenceModel } from "../reference/model.ts";
 
@@ -331,18 +330,7 @@ Deno.test("LongLoRA training (S²-Attn, PI ×2) lowers the loss; the caller's we
   const T = 32;
   const values = initialWeights(llama, 8);
   const { base, prepared } = await prepare(gpu, llama, values, {}, T, 64);
-  const trainer = await Trainer.create(gpu, prepared.weights, {
-    B: 1,
-    T,
-    optimizer: { lr: 2e-2, maxGradNorm: 1 },
-    adapter: prepared.adapter!,
-    trainable: prepared.trainable,
-    mask: prepared.trainMask,
-  });
-  const pattern = Array.from({ length: T + 1 }, (_, i) => (i * 7) % 5 + 3);
-  const batch = { tokens: Uint32Array.from(pattern.slice(0, T)), targets: Int32Array.from(pattern.slice(1)) };
-  for (let i = 0; i < 30; i++) await trainer.step(batch);
-  const losses = await trainer.losses();
+  const losses = await trainOnPattern(gpu, prepared, T, { steps: 30, lr: 2e-2 });
   console.log(`LongLoRA losses: ${losses[0].toFixed(4)} → ${losses[29].toFixed(4)}`);
   assert.ok(losses[29] < losses[0] - 0.5, `loss ${losses[0]} → ${losses[29]} did not drop by 0.5`);
   assertBitwiseEqual("caller's base weights", await readWeights(gpu, base), values);

@@ -18,9 +18,8 @@ import {
   type Svd,
 } from "../../src/methods/pissa.ts";
 import { fillNormal, fillUniform } from "../../src/random/philox.ts";
-import { Trainer } from "../../src/train/trainer.ts";
+import { randomBatch, runGraph, trainOnPattern } from "../reference/graph_run.ts";
 import { assertBitwiseEqual, compare } from "../reference/compare.ts";
-import { randomBatch, runGraph } from "../reference/graph_run.ts";
 import { referenceModel } from "../reference/model.ts";
 import { tinyGpt2, tinyLlama } from "../reference/tiny_models.ts";
 
@@ -393,18 +392,7 @@ Deno.test("PiSSA training lowers the loss and leaves the residual base untouched
     pissa.config.parse({ r: 4, alpha: 4, targets: ["q", "v", "o", "up"], init: "pissa_niter_4" }),
   );
   const residual = await readWeights(gpu, prepared.weights);
-  const trainer = await Trainer.create(gpu, prepared.weights, {
-    B: 1,
-    T,
-    optimizer: { lr: 5e-2, maxGradNorm: 1 },
-    adapter: prepared.adapter!,
-    trainable: prepared.trainable,
-  });
-  // The repeating pattern of lora_test.ts, which the frozen random model cannot predict.
-  const pattern = Array.from({ length: T + 1 }, (_, i) => (i * 7) % 5 + 3);
-  const batch = { tokens: Uint32Array.from(pattern.slice(0, T)), targets: Int32Array.from(pattern.slice(1)) };
-  for (let i = 0; i < 40; i++) await trainer.step(batch);
-  const losses = await trainer.losses();
+  const losses = await trainOnPattern(gpu, prepared, T);
   console.log(`PiSSA losses: ${losses[0].toFixed(4)} → ${losses[39].toFixed(4)}`);
   assert.ok(losses[39] < losses[0] - 0.5, `loss ${losses[0]} → ${losses[39]} did not drop by 0.5`);
   assertBitwiseEqual(

@@ -15,6 +15,8 @@ import {
 import type { ModelWeights } from "../../src/model/weights.ts";
 import { bucketTokens } from "../../src/ops/encoder.ts";
 import { Rng } from "../../src/random/philox.ts";
+import type { PreparedMethod } from "../../src/methods/method.ts";
+import { type HostBatch, Trainer } from "../../src/train/trainer.ts";
 
 /** A host batch of B·T tokens, targets (every fifth ignored) and loss weights. */
 export interface TestBatch {
@@ -94,4 +96,36 @@ export async function runGraph(
   } finally {
     destroyGraph(g);
   }
+}
+
+/** (i·7) mod 5 + 3 as one row of T tokens: a short repeating pattern a frozen random model cannot predict. */
+export function patternBatch(T: number): HostBatch {
+  const pattern = Array.from({ length: T + 1 }, (_, i) => (i * 7) % 5 + 3);
+  return { tokens: Uint32Array.from(pattern.slice(0, T)), targets: Int32Array.from(pattern.slice(1)) };
+}
+
+/**
+ * Trains a prepared method as the harness does (its weights, adapter, trainable tensors and training
+ * mask; AdamW, gradient norm clipped at 1, batch 1) for `steps` steps on patternBatch(T) and returns the
+ * per-step losses.
+ */
+export async function trainOnPattern(
+  gpu: Gpu,
+  prepared: PreparedMethod,
+  T: number,
+  opts: { steps?: number; lr?: number } = {},
+): Promise<number[]> {
+  const trainer = await Trainer.create(gpu, prepared.weights, {
+    B: 1,
+    T,
+    optimizer: { lr: opts.lr ?? 5e-2, maxGradNorm: 1 },
+    adapter: prepared.adapter ?? undefined,
+    trainable: prepared.trainable,
+    mask: prepared.trainMask,
+  });
+  const batch = patternBatch(T);
+  for (let i = 0; i < (opts.steps ?? 40); i++) await trainer.step(batch);
+  const losses = await trainer.losses();
+  trainer.destroy();
+  return losses;
 }
