@@ -9,14 +9,6 @@ import { assertBitwiseEqual, compare } from "./reference/compare.ts";
 import * as ref from "./reference/attention.ts";
 import { attentionMass as attentionMassRef } from "./reference/attention_mass.ts";
 
-const modeCode: Record<AttentionMode, number> = {
-  full: ref.MODE_FULL,
-  causal: ref.MODE_CAUSAL,
-  groups: ref.MODE_GROUPS,
-  "groups-shifted": ref.MODE_GROUPS_SHIFTED,
-  turns: ref.MODE_TURNS,
-};
-
 interface Case {
   name: string;
   B: number;
@@ -161,7 +153,7 @@ Deno.test("attentionMass matches the float64 materialised reference; partitions 
     };
     const got = await runGpu(gpu, c, x);
     const mask = {
-      modes: c.modes.map((m) => modeCode[m]),
+      modes: c.modes.map((m) => ref.MODE_CODE[m]),
       G: c.G ?? 0,
       turn: x.turn ?? undefined,
       flags: x.flags ?? undefined,

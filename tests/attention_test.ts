@@ -15,14 +15,6 @@ import { fillNormal, fillUniform, Rng } from "../src/random/philox.ts";
 import { assertBitwiseEqual, compare, type Tolerance } from "./reference/compare.ts";
 import * as ref from "./reference/attention.ts";
 
-const modeCode: Record<AttentionMode, number> = {
-  full: ref.MODE_FULL,
-  causal: ref.MODE_CAUSAL,
-  groups: ref.MODE_GROUPS,
-  "groups-shifted": ref.MODE_GROUPS_SHIFTED,
-  turns: ref.MODE_TURNS,
-};
-
 interface Case {
   name: string;
   B: number;
@@ -150,7 +142,7 @@ async function runGpu(gpu: Gpu, c: Case, x: Inputs): Promise<GpuResult> {
 }
 
 function refMask(c: Case, x: Inputs): ref.RefMask {
-  return { modes: c.modes.map((m) => modeCode[m]), G: c.G ?? 0, turn: x.turn, flags: x.flags };
+  return { modes: c.modes.map((m) => ref.MODE_CODE[m]), G: c.G ?? 0, turn: x.turn, flags: x.flags };
 }
 
 function runReference(c: Case, x: Inputs) {

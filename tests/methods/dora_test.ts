@@ -27,7 +27,7 @@ import { randomBatch, runGraph, trainOnPattern } from "../reference/graph_run.ts
 import { assertBitwiseEqual, compare } from "../reference/compare.ts";
 import * as ref from "../reference/dora.ts";
 import { referenceModel } from "../reference/model.ts";
-import { tinyGpt2, tinyLlama } from "../reference/tiny_models.ts";
+import { scaledWeights, tinyGpt2, tinyLlama } from "../reference/tiny_models.ts";
 
 /** Unit roundoff of f32. */
 const u = 2 ** -24;
@@ -36,12 +36,6 @@ const u = 2 ** -24;
 // Llama's on one (bound in place).
 const gpt2 = tinyGpt2;
 const llama = tinyLlama;
-
-function scaled(config: typeof gpt2, seed: number): Float32Array {
-  const w = initialWeights(config, seed);
-  for (let i = 0; i < w.length; i++) w[i] *= 4;
-  return w;
-}
 
 const random = (n: number, seed: number, lo = -1, hi = 1) =>
   fillUniform(new Float32Array(n), seed, 0, lo, hi);
@@ -189,7 +183,7 @@ for (
   Deno.test(`${family}: DoRA at init gives the base logits bitwise; losses and A, B, m gradients match the merged float64 model`, async () => {
     const gpu = await getGpu();
     const B = 2, T = 9, N = B * T;
-    const values = scaled(config, 5);
+    const values = scaledWeights(config, 5);
     const weights = createWeights(gpu, config, values);
     const cfg = doraConfigSchema.parse({ r: 3, alpha: 7, targets: [...targets] });
     const adapter = await createDoraAdapter(gpu, weights, cfg, 11);

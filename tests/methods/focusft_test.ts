@@ -31,6 +31,7 @@ import { MODE_TURNS, visible } from "../reference/attention.ts";
 import { runGraph } from "../reference/graph_run.ts";
 import { referenceModel } from "../reference/model.ts";
 import { adamwUpdate } from "../reference/train_ops.ts";
+import { scaledWeights } from "../reference/tiny_models.ts";
 
 // Awkward sizes; three layers, so the top 35% are layers ⌊3·0.65⌋ = 1 and 2.
 const llama = parseModelConfig({
@@ -51,12 +52,6 @@ const gpt2 = parseModelConfig({
   nHead: 2,
   nEmbd: 24,
 });
-
-function scaled(config: typeof llama, seed: number): Float32Array {
-  const w = initialWeights(config, seed);
-  for (let i = 0; i < w.length; i++) w[i] *= 4;
-  return w;
-}
 
 /** An SFT batch: random tokens, targets only where the next token is a response token. */
 function sftBatch(V: number, B: number, T: number, lossMask: readonly number[], seed: number): HostBatch {
@@ -338,7 +333,7 @@ for (const [family, config, outerKind] of [["Llama", llama, "full"], ["GPT-2", g
   Deno.test(`${family}, outer ${outerKind}: one FocuSFT step equals the float64 reference (turn mask, 2 inner steps)`, async () => {
     const gpu = await getGpu();
     const B = 2, seed = 9;
-    const values = scaled(config, 4);
+    const values = scaledWeights(config, 4);
     const weights = createWeights(gpu, config, values);
     const cfg = focusftConfigSchema.parse({
       rank: 3,
@@ -492,7 +487,7 @@ for (const [family, config, outerKind] of [["Llama", llama, "full"], ["GPT-2", g
 Deno.test("with 0 inner steps the step is exactly full fine-tuning (bitwise), and the reset follows Philox (seed, step)", async () => {
   const gpu = await getGpu();
   const B = 2, seed = 5;
-  const values = scaled(llama, 6);
+  const values = scaledWeights(llama, 6);
   const cfg = focusftConfigSchema.parse({ rank: 3, alpha: 7, innerSteps: 0 });
   const wF = createWeights(gpu, llama, values);
   const wT = createWeights(gpu, llama, values);

@@ -3,7 +3,7 @@ import { getGpu } from "../../src/gpu/device.ts";
 import { Recorder } from "../../src/gpu/recorder.ts";
 import { createTensor, poison, readF32, readTensors, tensorFrom, upload } from "../../src/gpu/tensor.ts";
 import { NO_BASE } from "../../src/model/adapter.ts";
-import { dims, type ModelConfig, parseModelConfig } from "../../src/model/config.ts";
+import { dims, parseModelConfig } from "../../src/model/config.ts";
 import { parameterCount } from "../../src/model/params.ts";
 import { createWeights, initialWeights, readWeights } from "../../src/model/weights.ts";
 import {
@@ -25,7 +25,7 @@ import { assertBitwiseEqual, compare } from "../reference/compare.ts";
 import { referenceModel } from "../reference/model.ts";
 import { MODE_GROUPS, MODE_GROUPS_SHIFTED } from "../reference/attention.ts";
 import * as ref from "../reference/sparse_ffn.ts";
-import { tinyLlama } from "../reference/tiny_models.ts";
+import { scaledWeights, tinyLlama } from "../reference/tiny_models.ts";
 
 // Awkward sizes: widths that are multiples of no tile; D = 12.
 const gpt2 = parseModelConfig({
@@ -37,12 +37,6 @@ const gpt2 = parseModelConfig({
   nEmbd: 36,
 });
 const llama = tinyLlama;
-
-function scaled(config: ModelConfig, seed: number): Float32Array {
-  const w = initialWeights(config, seed);
-  for (let i = 0; i < w.length; i++) w[i] *= 4;
-  return w;
-}
 
 function calibrationSet(V: number, lengths: number[], seed: number): CalibrationSequence[] {
   return lengths.map((T, s) => {
@@ -242,7 +236,7 @@ for (const [family, config] of [["GPT-2", gpt2], ["Llama", llama]] as const) {
     const gpu = await getGpu();
     const { L, H, D, F, C } = dims(config);
     const B = 2, T = 8, N = B * T;
-    const values = scaled(config, 5);
+    const values = scaledWeights(config, 5);
     const weights = createWeights(gpu, config, values);
     const cfg: HybridConfig = hybridConfigSchema.parse({
       budget: 6000,

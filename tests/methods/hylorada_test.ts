@@ -37,17 +37,11 @@ import {
   positionScaleForward,
 } from "../reference/hylorada.ts";
 import { referenceModel } from "../reference/model.ts";
-import { tinyGpt2, tinyLlama } from "../reference/tiny_models.ts";
+import { scaledWeights, tinyGpt2, tinyLlama } from "../reference/tiny_models.ts";
 
 // Awkward sizes: widths that are multiples of no tile; D = 12.
 const gpt2 = tinyGpt2;
 const llama = tinyLlama;
-
-function scaled(config: ModelConfig, seed: number): Float32Array {
-  const w = initialWeights(config, seed);
-  for (let i = 0; i < w.length; i++) w[i] *= 4;
-  return w;
-}
 
 const uniform = (n: number, seed: number, lo = -1, hi = 1) => {
   const rng = new Rng(seed, 5);
@@ -359,7 +353,14 @@ for (
   Deno.test(`${family}: HyLoRADA whole-model gradients (adapter and trainable base tensors) match float64`, async () => {
     const gpu = await getGpu();
     const B = 2, N = B * T;
-    const { base, prepared, adapter } = await prepare(gpu, config, scaled(config, 5), raw, T, maxLength);
+    const { base, prepared, adapter } = await prepare(
+      gpu,
+      config,
+      scaledWeights(config, 5),
+      raw,
+      T,
+      maxLength,
+    );
     const weights = prepared.weights;
     const values = randomizeAdapter(gpu, adapter, 21);
     const batch = randomBatch(config.vocabSize, N, 3);
@@ -432,7 +433,14 @@ Deno.test("HyLoRADA at init: without landmarks the base logits bitwise; with the
   const B = 2, T = 16, N = B * T;
   const batch = randomBatch(gpt2.vocabSize, N, 7);
   // Position bias (b = 0 ⇒ s ≡ 1) on an extended table: positions < 16 are the base's rows.
-  const a = await prepare(gpu, gpt2, scaled(gpt2, 6), { r: 4, positionBias: true, landmarks: false }, 24, 24);
+  const a = await prepare(
+    gpu,
+    gpt2,
+    scaledWeights(gpt2, 6),
+    { r: 4, positionBias: true, landmarks: false },
+    24,
+    24,
+  );
   const baseRun = await runGraph(gpu, a.base, { B, T, training: false }, batch, { readLogits: true });
   const initRun = await runGraph(
     gpu,
@@ -446,7 +454,14 @@ Deno.test("HyLoRADA at init: without landmarks the base logits bitwise; with the
   assertBitwiseEqual("GPT-2 logits at init (rsLoRA + position bias)", initRun.logits!, baseRun.logits!);
   a.prepared.destroy();
   a.base.params.buffer.destroy();
-  const l = await prepare(gpu, llama, scaled(llama, 6), { positionBias: true, landmarks: false }, 16, 32);
+  const l = await prepare(
+    gpu,
+    llama,
+    scaledWeights(llama, 6),
+    { positionBias: true, landmarks: false },
+    16,
+    32,
+  );
   const lb = await runGraph(gpu, l.base, { B, T, training: false }, randomBatch(41, N, 8), {
     readLogits: true,
   });
@@ -464,7 +479,7 @@ Deno.test("HyLoRADA at init: without landmarks the base logits bitwise; with the
   l.base.params.buffer.destroy();
 
   // Landmarks perturb at init: the float64 reference with the same mix gives the logits.
-  const values = scaled(gpt2, 6);
+  const values = scaledWeights(gpt2, 6);
   const m = await prepare(gpu, gpt2, values, { r: 4, positionBias: true, landmarks: true }, 16, 16);
   const run = await runGraph(gpu, m.prepared.weights, { B, T, training: false, adapter: m.adapter }, batch, {
     readLogits: true,

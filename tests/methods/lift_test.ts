@@ -39,17 +39,11 @@ import { gatedMemoryRefHooks } from "../reference/gated_memory.ts";
 import { runGraph, type TestBatch } from "../reference/graph_run.ts";
 import { chainRefHooks, loraRefHooks } from "../reference/lorada.ts";
 import { referenceModel, type RefHooks } from "../reference/model.ts";
-import { tinyGpt2, tinyLlama } from "../reference/tiny_models.ts";
+import { scaledWeights, tinyGpt2, tinyLlama } from "../reference/tiny_models.ts";
 
 // Awkward sizes: D = 12 (⌊√12⌋ = 3), widths that are multiples of no tile, GQA for Llama.
 const gpt2 = tinyGpt2;
 const llama = tinyLlama;
-
-function scaled(config: ModelConfig, seed: number): Float32Array {
-  const w = initialWeights(config, seed);
-  for (let i = 0; i < w.length; i++) w[i] *= 4;
-  return w;
-}
 
 // Random tokens and targets (every fifth ignored), loss weights already divided by the counted tokens as
 // the Trainer leaves them (the regulariser reads them too, so the graph runs with gradScale 1).
@@ -257,7 +251,7 @@ for (const [family, config] of [["GPT-2", gpt2], ["Llama", llama]] as const) {
     const B = 2, T = 9, N = B * T;
     const { L, H, D } = { L: 2, H: config.nHead, D: 12 };
     const S = 3;
-    const values = scaled(config, 5);
+    const values = scaledWeights(config, 5);
     const weights = createWeights(gpu, config, values);
     const regularization = 0.5;
     const adapter = createGatedMemoryAdapter(gpu, config, { seed: 7, document: 1, regularization });
@@ -358,7 +352,7 @@ for (const [family, config] of [["GPT-2", gpt2], ["Llama", llama]] as const) {
 Deno.test("the regulariser's gradient alone matches float64 (CE weights zero, gate weights only)", async () => {
   const gpu = await getGpu();
   const B = 1, T = 11, N = B * T;
-  const values = scaled(llama, 2);
+  const values = scaledWeights(llama, 2);
   const weights = createWeights(gpu, llama, values);
   const adapter = createGatedMemoryAdapter(gpu, llama, { seed: 1, regularization: 1 });
   const batch = batchOf(llama.vocabSize, N, 8);
@@ -407,7 +401,7 @@ const cycleDoc = (n: number) => Array.from({ length: n }, (_, i) => CYCLE[i % CY
 
 Deno.test("LIFT per document: the document's loss drops, answers come from the adapted model, bitwise reproducible, base untouched", async () => {
   const gpu = await getGpu();
-  const values = scaled(llama, 8);
+  const values = scaledWeights(llama, 8);
   const base = createWeights(gpu, llama, values);
   const tokenizer = letters(llama.vocabSize);
   const trainLength = 16;
@@ -532,7 +526,7 @@ Deno.test("LIFT per document: the document's loss drops, answers come from the a
 
 Deno.test("LIFT as a per-sample adaptation: trains the prepared adapter in place, the undo restores it; the Trainer lowers the loss", async () => {
   const gpu = await getGpu();
-  const values = scaled(llama, 8);
+  const values = scaledWeights(llama, 8);
   const base = createWeights(gpu, llama, values);
   const prepared = await lift.prepare(
     { gpu, base, baseValues: values, trainLength: 16, maxLength: 32, seed: 1 },

@@ -29,6 +29,7 @@ import { MODE_GROUPS, MODE_GROUPS_SHIFTED } from "../reference/attention.ts";
 import { assertBitwiseEqual, compare } from "../reference/compare.ts";
 import { hyloradaRefHooks } from "../reference/hylorada.ts";
 import { referenceModel } from "../reference/model.ts";
+import { scaledWeights } from "../reference/tiny_models.ts";
 
 // Awkward sizes: widths that are multiples of no tile; D = 12.
 const gpt2 = parseModelConfig({
@@ -49,12 +50,6 @@ const llama = parseModelConfig({
   nEmbd: 48,
   nInner: 44,
 }) as LlamaConfig;
-
-function scaled(config: ModelConfig, seed: number): Float32Array {
-  const w = initialWeights(config, seed);
-  for (let i = 0; i < w.length; i++) w[i] *= 4;
-  return w;
-}
 
 type Prepared = PreparedMethod & { adapter: { matrices: LoraMatrix[]; values: Float32Array } };
 
@@ -134,7 +129,7 @@ Deno.test("LongLoRA position interpolation: Llama gets rope linear ⌈maxLength/
   assert.equal(interpolationFactor(llama, 80), 3);
   assert.equal(interpolationFactor(llama, 64), 2);
   assert.equal(interpolationFactor(gpt2, 4096), null);
-  const values = scaled(llama, 2);
+  const values = scaledWeights(llama, 2);
   const l = await prepare(gpu, llama, values, {}, 32, 80);
   const rope = l.prepared.weights.config.family === "llama" ? l.prepared.weights.config.rope : null;
   assert.equal(rope?.type, "linear");
@@ -204,7 +199,7 @@ Deno.test("LongLoRA at init (B = 0, eval mask) gives the base logits bitwise, al
   const gpu = await getGpu();
   const B = 2, T = 16, N = B * T;
   for (const [config, maxLength] of [[gpt2, 24], [llama, 32]] as const) {
-    const { base, prepared } = await prepare(gpu, config, scaled(config, 5), {}, 16, maxLength);
+    const { base, prepared } = await prepare(gpu, config, scaledWeights(config, 5), {}, 16, maxLength);
     assert.deepEqual(prepared.evalMask, { mode: "causal" });
     const batch = randomBatch(config.vocabSize, N, 9);
     const b = await runGraph(gpu, base, { B, T, training: false }, batch, { readLogits: true });
@@ -231,7 +226,7 @@ for (const [family, config, T] of [["GPT-2", gpt2, 24], ["Llama", llama, 16]] as
   Deno.test(`${family}: LongLoRA's training graph runs S²-Attn; LoRA, embedding and norm gradients match float64`, async () => {
     const gpu = await getGpu();
     const B = 2, N = B * T;
-    const values = scaled(config, 7);
+    const values = scaledWeights(config, 7);
     const { base, prepared, cfg } = await prepare(gpu, config, values, { r: 3, alpha: 7 }, T, T);
     const G = T / 4;
     assert.deepEqual(prepared.trainMask, { mode: "shifted-groups", groupSize: G });

@@ -19,17 +19,11 @@ import { Rng } from "../../src/random/philox.ts";
 import { randomBatch, runGraph, trainOnPattern } from "../reference/graph_run.ts";
 import { assertBitwiseEqual, compare } from "../reference/compare.ts";
 import { referenceModel } from "../reference/model.ts";
-import { tinyGpt2, tinyLlama } from "../reference/tiny_models.ts";
+import { scaledWeights, tinyGpt2, tinyLlama } from "../reference/tiny_models.ts";
 
 // Awkward sizes: widths and ranks that are multiples of no tile.
 const gpt2 = tinyGpt2;
 const llama = tinyLlama;
-
-function scaled(config: typeof gpt2, seed: number): Float32Array {
-  const w = initialWeights(config, seed);
-  for (let i = 0; i < w.length; i++) w[i] *= 4;
-  return w;
-}
 
 Deno.test("LoRA parameter count follows Σ r·(d_in + d_out) and the table holds exactly that", () => {
   const c = loraConfigSchema.parse({ r: 3, targets: ["q", "k", "v", "o", "fc"] });
@@ -78,7 +72,7 @@ for (
   Deno.test(`${family}: LoRA at init gives the base logits bitwise; its gradients equal s·dW·Aᵀ and s·Bᵀ·dW`, async () => {
     const gpu = await getGpu();
     const B = 2, T = 9, N = B * T;
-    const values = scaled(config, 5);
+    const values = scaledWeights(config, 5);
     const weights = createWeights(gpu, config, values);
     const cfg: LoraConfig = loraConfigSchema.parse({ r: 3, alpha: 7, targets: [...targets] });
     const adapter = createLoraAdapter(gpu, config, cfg, 11);

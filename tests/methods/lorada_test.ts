@@ -23,17 +23,11 @@ import { randomBatch, runGraph, type TestBatch, trainOnPattern } from "../refere
 import { assertBitwiseEqual, compare } from "../reference/compare.ts";
 import { chainRefHooks, loradaRefHooks, loraRefHooks } from "../reference/lorada.ts";
 import { referenceModel, type RefHooks } from "../reference/model.ts";
-import { tinyGpt2, tinyLlama } from "../reference/tiny_models.ts";
+import { scaledWeights, tinyGpt2, tinyLlama } from "../reference/tiny_models.ts";
 
 // Awkward sizes: widths that are multiples of no tile; D = 12; Llama with GQA (H = 4, Hkv = 2).
 const gpt2 = tinyGpt2;
 const llama = tinyLlama;
-
-function scaled(config: ModelConfig, seed: number): Float32Array {
-  const w = initialWeights(config, seed);
-  for (let i = 0; i < w.length; i++) w[i] *= 4;
-  return w;
-}
 
 Deno.test("LoRaDA parameter count is L·2·H·r·C (+ LoRA's) and the tables hold exactly that", async () => {
   const gpu = await getGpu();
@@ -207,7 +201,7 @@ for (const c of GRAD_CASES) {
   Deno.test(`${c.label}: LoRaDA at init gives the base logits bitwise; gradients match the float64 model`, async () => {
     const gpu = await getGpu();
     const B = 2, T = c.T, N = B * T;
-    const values = scaled(c.config, 5);
+    const values = scaledWeights(c.config, 5);
     const weights = createWeights(gpu, c.config, values);
     const cfg = loradaConfigSchema.parse(c.cfg);
     const adapter = createLoradaAdapter(gpu, c.config, cfg, 11);
@@ -290,7 +284,7 @@ async function gradsOf(
 Deno.test("LoRaDA on LoRA: each part's gradients equal its own alone where the other is inert", async () => {
   const gpu = await getGpu();
   const B = 2, T = 21, N = B * T;
-  const values = scaled(llama, 6);
+  const values = scaledWeights(llama, 6);
   const weights = createWeights(gpu, llama, values);
   const loraCfg: LoraConfig = loraConfigSchema.parse({ r: 3, alpha: 5, targets: ["q", "v", "o", "down"] });
   const cfg = loradaConfigSchema.parse({ r: 2, withLora: loraCfg });

@@ -2,7 +2,6 @@ import assert from "node:assert/strict";
 import { getGpu } from "../../src/gpu/device.ts";
 import { readF32 } from "../../src/gpu/tensor.ts";
 import { NO_BASE } from "../../src/model/adapter.ts";
-import type { ModelConfig } from "../../src/model/config.ts";
 import { parameterCount } from "../../src/model/params.ts";
 import { createWeights, initialWeights, readWeights } from "../../src/model/weights.ts";
 import { loraConfigSchema, loraParameterCount, loraScale } from "../../src/methods/lora.ts";
@@ -21,16 +20,10 @@ import { fillNormal, fillUniform } from "../../src/random/philox.ts";
 import { randomBatch, runGraph, trainOnPattern } from "../reference/graph_run.ts";
 import { assertBitwiseEqual, compare } from "../reference/compare.ts";
 import { referenceModel } from "../reference/model.ts";
-import { tinyGpt2, tinyLlama } from "../reference/tiny_models.ts";
+import { scaledWeights, tinyGpt2, tinyLlama } from "../reference/tiny_models.ts";
 
 const gpt2 = tinyGpt2;
 const llama = tinyLlama;
-
-function scaled(config: ModelConfig, seed: number): Float32Array {
-  const w = initialWeights(config, seed);
-  for (let i = 0; i < w.length; i++) w[i] *= 4;
-  return w;
-}
 
 const maxAbs = (a: ArrayLike<number>) => Array.from(a).reduce((m, x) => Math.max(m, Math.abs(x)), 0);
 
@@ -270,7 +263,7 @@ for (
   Deno.test(`${family}: PiSSA at init gives the base logits within f32 rounding; losses and gradients match float64`, async () => {
     const gpu = await getGpu();
     const B = 2, T = 9, N = B * T;
-    const values = scaled(config, 5);
+    const values = scaledWeights(config, 5);
     const base = createWeights(gpu, config, values);
     const cfg = pissaConfigSchema.parse({ r: 3, alpha: 7, targets: [...targets], init });
     const t0 = performance.now();

@@ -3,8 +3,8 @@ import { getGpu } from "../../src/gpu/device.ts";
 import { Recorder } from "../../src/gpu/recorder.ts";
 import { createTensor, poison, readTensors, tensorFrom, upload } from "../../src/gpu/tensor.ts";
 import { NO_BASE } from "../../src/model/adapter.ts";
-import { dims, type ModelConfig, parseModelConfig } from "../../src/model/config.ts";
-import { createWeights, initialWeights } from "../../src/model/weights.ts";
+import { dims, parseModelConfig } from "../../src/model/config.ts";
+import { createWeights } from "../../src/model/weights.ts";
 import { createHybridAdapter, hybridConfigSchema, hybridPlan } from "../../src/methods/hybrid.ts";
 import {
   type CalibrationSequence,
@@ -19,7 +19,7 @@ import { assertBitwiseEqual, compare } from "../reference/compare.ts";
 import { randomBatch, runGraph } from "../reference/graph_run.ts";
 import { referenceModel } from "../reference/model.ts";
 import * as ref from "../reference/sparse_ffn.ts";
-import { tinyLlama } from "../reference/tiny_models.ts";
+import { scaledWeights, tinyLlama } from "../reference/tiny_models.ts";
 
 // Awkward sizes: widths that are multiples of no tile; D = 12.
 const gpt2 = parseModelConfig({
@@ -31,12 +31,6 @@ const gpt2 = parseModelConfig({
   nEmbd: 36,
 });
 const llama = tinyLlama;
-
-function scaled(config: ModelConfig, seed: number): Float32Array {
-  const w = initialWeights(config, seed);
-  for (let i = 0; i < w.length; i++) w[i] *= 4;
-  return w;
-}
 
 /** k distinct indices below W in a shuffled order (the kernels must not rely on sorting). */
 function distinct(W: number, k: number, seed: number): Uint32Array {
@@ -186,7 +180,7 @@ for (const [family, config] of [["GPT-2", gpt2], ["Llama", llama]] as const) {
   Deno.test(`${family}: neuron scores (E|act| and SNIP) match the float64 model; the selection is deterministic`, async () => {
     const gpu = await getGpu();
     const { L, F } = dims(config);
-    const values = scaled(config, 31);
+    const values = scaledWeights(config, 31);
     const weights = createWeights(gpu, config, values);
     const calibration = calibrationSet(config.vocabSize, [9, 7, 9], 40);
     const layers = [1, 0];
@@ -266,7 +260,7 @@ for (const [family, config] of [["GPT-2", gpt2], ["Llama", llama]] as const) {
     const gpu = await getGpu();
     const { C } = dims(config);
     const B = 2, T = 9, N = B * T;
-    const values = scaled(config, 5);
+    const values = scaledWeights(config, 5);
     const weights = createWeights(gpu, config, values);
     const k = 6;
     const cost = neuronCost(config);

@@ -6,6 +6,7 @@
  * Layouts: q (B, H, T, D); k, v (B, Hkv, T, D); o like q; lse (B, H, T); scale, sink (H,).
  * Row-wise functions at the end cost O(T·D) per row, for checking single rows at long T.
  */
+import type { AttentionMode } from "../../src/ops/attention.ts";
 
 /** Mode codes, as in kernels/attention_mask.wgsl. */
 export const MODE_FULL = 0;
@@ -13,6 +14,15 @@ export const MODE_CAUSAL = 1;
 export const MODE_GROUPS = 2;
 export const MODE_GROUPS_SHIFTED = 3;
 export const MODE_TURNS = 4;
+
+/** The reference's mode number of each launcher mode name. */
+export const MODE_CODE: Record<AttentionMode, number> = {
+  full: MODE_FULL,
+  causal: MODE_CAUSAL,
+  groups: MODE_GROUPS,
+  "groups-shifted": MODE_GROUPS_SHIFTED,
+  turns: MODE_TURNS,
+};
 /** tokenFlags bits. */
 export const TOKEN_RESPONSE = 1;
 export const TOKEN_PAD = 2;
