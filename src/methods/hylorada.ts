@@ -60,6 +60,7 @@ import { fillNormal, fillUniform } from "../random/philox.ts";
 import { extendPositions, extensionRows, scaleRope } from "./extend.ts";
 import { baseTrainableCount, normParameterCount, shiftedGroupsMask } from "./longlora.ts";
 import {
+  columnBlockWidth,
   initLoraA,
   LORA_TARGETS,
   type LoraConfig,
@@ -319,7 +320,7 @@ function positionLoraHooks(
   const r = plan.lora.r;
   const slots = new Map(matrices.map((m, i) => [m, plan.positionScales === 1 ? 0 : i]));
   const onSite = matricesBySite(matrices);
-  const widest = Math.max(1, ...matrices.map((m) => m.out));
+  const widest = columnBlockWidth(matrices, ctx.dims);
   const z = createTensor(gpu, [N, r], { label: "hylorada.z" });
   const u = createTensor(gpu, [N, r], { label: "hylorada.u" });
   const du = createTensor(gpu, [N, r], { label: "hylorada.du" });

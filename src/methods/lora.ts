@@ -19,6 +19,7 @@ import {
   type LinearName,
   type LinearSite,
   NO_BASE,
+  siteOutDim,
 } from "../model/adapter.ts";
 import { dims, type ModelConfig, type ModelDims } from "../model/config.ts";
 import { buildTable, type ParamSpec, type ParamTable } from "../model/params.ts";
@@ -202,6 +203,15 @@ export function matricesBySite<M extends { layer: number; site: LinearName }>(
 }
 
 /**
+ * Width of the scratch that column blocks need (q, k or v inside the fused qkv output): the widest
+ * matrix that does not cover its whole site, or 1 when every matrix does.
+ */
+export function columnBlockWidth(matrices: readonly TargetShape[], d: ModelDims): number {
+  const blocks = matrices.filter((m) => m.offset !== 0 || m.out !== siteOutDim(d, m.site));
+  return Math.max(1, ...blocks.map((m) => m.out));
+}
+
+/**
  * The LoRA hooks for one graph over `matrices` whose A and B live in `params`/`grads` at `table`'s
  * offsets. Scratch is shared by every matrix (the hooks run one after the other).
  */
@@ -216,8 +226,7 @@ export function loraHooks(
 ): AdapterHooks {
   const N = ctx.B * ctx.T;
   const onSite = matricesBySite(matrices);
-  // Scratch for column blocks; the LM head's matrix is always whole (it never needs one).
-  const widest = Math.max(1, ...matrices.filter((m) => m.site !== "lmHead").map((m) => m.out));
+  const widest = columnBlockWidth(matrices, ctx.dims);
   const z = createTensor(gpu, [N, r], { label: "lora.z" });
   const dz = createTensor(gpu, [N, r], { label: "lora.dz" });
   const delta = createTensor(gpu, [N * widest], { label: "lora.delta" });

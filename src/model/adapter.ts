@@ -30,6 +30,24 @@ export type LinearName = "qkv" | "attnOut" | "fc" | "fcProj" | "gate" | "up" | "
 /** Layer index of the LM head's site (it follows the final norm, not a block). */
 export const HEAD_LAYER = -1;
 
+/** Output width of a linear site: qkv (H + 2·Hkv)·D; attnOut, fcProj, down C; fc, gate, up F; lmHead V. */
+export function siteOutDim(d: ModelDims, name: LinearName): number {
+  switch (name) {
+    case "qkv":
+      return (d.H + 2 * d.Hkv) * d.D;
+    case "attnOut":
+    case "fcProj":
+    case "down":
+      return d.C;
+    case "fc":
+    case "gate":
+    case "up":
+      return d.F;
+    case "lmHead":
+      return d.V;
+  }
+}
+
 /** The LM head as a linear site: logits (rows, V) = lnf (rows, C) · Wᵀ. */
 export function headSite(d: Pick<ModelDims, "C" | "V">): LinearSite {
   return { layer: HEAD_LAYER, name: "lmHead", inDim: d.C, outDim: d.V };

@@ -1,14 +1,17 @@
 import assert from "node:assert/strict";
 import { getGpu } from "../../src/gpu/device.ts";
 import { readF32, upload } from "../../src/gpu/tensor.ts";
-import { ALL_BASE, NO_BASE } from "../../src/model/adapter.ts";
-import { parameterCount } from "../../src/model/params.ts";
+import { ALL_BASE, type LinearName, NO_BASE, siteOutDim } from "../../src/model/adapter.ts";
+import { dims } from "../../src/model/config.ts";
+import { parameterCount, paramTable } from "../../src/model/params.ts";
 import { createWeights, initialWeights, readWeights } from "../../src/model/weights.ts";
 import {
+  columnBlockWidth,
   createLoraAdapter,
   lora,
   type LoraConfig,
   loraConfigSchema,
+  loraMatrices,
   loraParameterCount,
   loraScale,
   mergeLora,
@@ -182,4 +185,26 @@ Deno.test("LoRA training lowers the loss and leaves the base weights untouched; 
   weights.params.buffer.destroy();
   void ALL_BASE;
   void lora;
+});
+
+Deno.test("site widths match the weight tables; only q/k/v column blocks need LoRA's block scratch", () => {
+  for (const config of [tinyGpt2, tinyLlama]) {
+    const d = dims(config);
+    const table = paramTable(config);
+    const names: LinearName[] = config.family === "gpt2"
+      ? ["qkv", "attnOut", "fc", "fcProj"]
+      : ["qkv", "attnOut", "gate", "up", "down"];
+    for (const name of names) {
+      assert.equal(siteOutDim(d, name), table.byName.get(`h.1.${name}.w`)!.shape[0], name);
+    }
+    assert.equal(siteOutDim(d, "lmHead"), d.V);
+    const wide = config.family === "gpt2"
+      ? ["q", "v", "o", "fc", "fcProj"] as const
+      : ["k", "up", "down"] as const;
+    const matrices = loraMatrices(config, loraConfigSchema.parse({ targets: wide }));
+    // GPT-2: q and v are blocks of qkv (H·D wide); fc's F = 4C is a whole site. Llama: k is Hkv·D.
+    assert.equal(columnBlockWidth(matrices, d), config.family === "gpt2" ? d.H * d.D : d.Hkv * d.D);
+    const whole = loraMatrices(config, loraConfigSchema.parse({ targets: ["qkv", "o"] }));
+    assert.equal(columnBlockWidth(whole, d), 1);
+  }
 });
