@@ -49,8 +49,8 @@ import { matmul } from "../ops/matmul.ts";
 import { fillUniform } from "../random/philox.ts";
 import { loraHooks, type LoraMatrix } from "./lora.ts";
 
-/** The 2024 code's dummy LoRA on lm_head: r = 2, α = 4 (s = α/r = 2). */
-export const HEAD_LORA = { r: 2, alpha: 4 } as const;
+/** The 2024 code's dummy LoRA on lm_head: r = 2, α = 4 (s = α/r = 2), and its tensors' table names. */
+export const HEAD_LORA = { r: 2, alpha: 4, a: "lm_head.lora_A", b: "lm_head.lora_B" } as const;
 
 /** The head LoRA as a LoRA matrix of the table (site "lmHead"). */
 export function headLoraMatrix(model: ModelConfig): LoraMatrix {
@@ -62,8 +62,8 @@ export function headLoraMatrix(model: ModelConfig): LoraMatrix {
     offset: 0,
     out: V,
     in: C,
-    a: "lm_head.lora_A",
-    b: "lm_head.lora_B",
+    a: HEAD_LORA.a,
+    b: HEAD_LORA.b,
   };
 }
 
@@ -118,7 +118,7 @@ export const MAX_DOCUMENT = 2 ** 20;
  * Kaiming-uniform(a = √5) values of every tensor into `values` (table layout): U(±1/√fan_in) with fan_in
  * the input width of the per-head linear (D for W1 and V, 2D for W2, S for w), drawn from Philox (seed,
  * INIT_STREAM + tensor index) at the document's own counter range, so document k of a seed always starts
- * from the same values and two documents never share them. The head LoRA's B (the last tensor) is zero.
+ * from the same values and two documents never share them. The head LoRA's B is zero.
  */
 export function initGatedMemory(values: Float32Array, table: ParamTable, seed: number, document = 0): void {
   if (!Number.isInteger(document) || document < 0 || document >= MAX_DOCUMENT) {
@@ -138,7 +138,7 @@ export function initGatedMemory(values: Float32Array, table: ParamTable, seed: n
       document * DOCUMENT_STRIDE,
     );
   });
-  const b = table.entries.at(-1)!;
+  const b = table.byName.get(HEAD_LORA.b)!;
   values.fill(0, b.offset, b.offset + b.numel);
 }
 
